@@ -1,42 +1,38 @@
-/* backend: what one configured backend resolves to. Literal addresses
- * are fixed; hostnames are resolved at start, again when a connect to
- * them fails, and when nothing is known yet (a session then waits for
- * the answer, bounded by its connect timeout). */
+/* backend: the addresses one configured backend stands for. A literal
+ * address is fixed. A hostname is resolved when the backend is created
+ * (start and reload), and again, off the event loop, after a connect to
+ * it failed — so a container that moved is found — at most once per
+ * BACKEND_RERESOLVE_SECS. Until an answer arrives the last known
+ * addresses stay in use. */
 #ifndef SMTPFWD_BACKEND_H
 #define SMTPFWD_BACKEND_H
 
-#include <stdbool.h>
 #include <stddef.h>
 
 #include "addr.h"
 #include "config.h"
 
+#define BACKEND_RERESOLVE_SECS 2.0
+
 struct ev_loop;
 struct backend;
 
-/* A session waiting for a hostname to resolve. */
-struct backend_waiter {
-	struct backend_waiter *next;
-	struct backend_waiter **pprev;
-	void (*ready)(struct backend_waiter *w);
-};
-
+/* Resolves a hostname at once (blocking); a failure is not fatal: the
+ * backend has no addresses and backend_error() says why. NULL only when
+ * memory is out. */
 struct backend *backend_new(struct ev_loop *loop,
 			    const struct backend_cfg *cfg);
 void backend_free(struct backend *b);
 
+/* As configured, e.g. "mail.lan:2525". */
 const char *backend_name(const struct backend *b);
 
-/* The known addresses (borrowed: valid until control returns to the
- * loop). Returns 0 with n >= 1; 1 when resolution is under way and w was
- * queued (w->ready is called when it ends, whatever its result); -1 when
- * resolution failed (*why says why). */
-int backend_addrs(struct backend *b, struct backend_waiter *w,
-		  const union sockname **addrs, size_t *n, const char **why);
+/* The addresses known now (borrowed: valid until control returns to the
+ * event loop). 0 when none; backend_error() then says why. */
+size_t backend_addrs(const struct backend *b, const union sockname **addrs);
+const char *backend_error(const struct backend *b);
 
-void backend_unwait(struct backend_waiter *w);
-
-/* A connect to one of this backend's addresses failed: refresh names. */
+/* A connect to one of its addresses failed: look the name up again. */
 void backend_connect_failed(struct backend *b);
 
 #endif

@@ -54,4 +54,7 @@ unsigned sess_fds(void);
 /* End every session now (shutdown timeout reached). */
 void sess_close_all(const char *reason);
 
+/* Called (once per time) when the last open session has ended. */
+void sess_on_empty(void (*cb)(void *arg), void *arg);
+
 #endif

@@ -37,10 +37,14 @@ int addr_parse_ip(const char *text, union sockname *out)
 }
 
 /* RFC 1123 host names: letters, digits, hyphens and dots; no empty labels;
- * underscores too, since container names use them. */
+ * underscores too, since container names use them. The last label may
+ * not be all digits (RFC 1123 2.1), so a mistyped IPv4 address such as
+ * 10.0.0.256 is an error here rather than a name the resolver fails on
+ * (or, worse, reads as inet_aton() would). */
 static bool addr_hostname_ok(const char *h)
 {
 	size_t label = 0;
+	bool digits = true, last_digits = false;
 
 	if (*h == '\0' || *h == '.' || *h == '-')
 		return false;
@@ -48,16 +52,21 @@ static bool addr_hostname_ok(const char *h)
 		if (*h == '.') {
 			if (label == 0)
 				return false;
+			last_digits = digits;
 			label = 0;
+			digits = true;
 			continue;
 		}
 		if (!((*h >= 'a' && *h <= 'z') || (*h >= 'A' && *h <= 'Z') ||
 		      (*h >= '0' && *h <= '9') || *h == '-' || *h == '_'))
 			return false;
+		if (*h < '0' || *h > '9')
+			digits = false;
 		if (++label > 63)
 			return false;
 	}
-	return true;
+	/* "name." (fully qualified): the label before the dot counts. */
+	return label > 0 ? !digits : !last_digits;
 }
 
 int addr_parse_endpoint(const char *text, int flags, struct endpoint *out,
@@ -112,7 +121,9 @@ int addr_parse_endpoint(const char *text, int flags, struct endpoint *out,
 			*why = "bad IPv4 address (host names are allowed only for backends)";
 			return -1;
 		} else if (!addr_hostname_ok(host)) {
-			*why = "bad host name";
+			*why = strspn(host, "0123456789.") == hlen ?
+				       "bad IPv4 address" :
+				       "bad host name";
 			return -1;
 		}
 	}

@@ -31,7 +31,8 @@ struct config_parse {
 	/* the physical line inih is working on */
 	int lineno;
 	bool content; /* looks like "key = value" (or a continuation) */
-	bool continuation;
+	bool continuation; /* inih passes it on as more of the last value */
+	bool have_prev; /* inih has a previous key to continue (prev_name) */
 	bool handled; /* the handler ran for it */
 	bool replaced; /* we gave inih a blank line instead */
 	/* section state */
@@ -97,14 +98,26 @@ void config_diag_free(struct config_diag *d)
 
 int config_parse_duration(const char *text, double *out)
 {
+	const char *s = text;
 	char *end;
 	double v, mult = 1;
 
-	if (!isdigit((unsigned char)text[0]))
+	/* Plain decimal only: strtod alone would also take "0x1p4", "1e3",
+	 * "5." or "inf". */
+	if (!isdigit((unsigned char)*s))
 		return -1;
+	while (isdigit((unsigned char)*s))
+		s++;
+	if (*s == '.') {
+		s++;
+		if (!isdigit((unsigned char)*s))
+			return -1;
+		while (isdigit((unsigned char)*s))
+			s++;
+	}
 	errno = 0;
 	v = strtod(text, &end);
-	if (errno != 0 || end == text)
+	if (errno != 0 || end != s)
 		return -1;
 	if (*end == 's')
 		end++;
@@ -121,7 +134,8 @@ int config_parse_duration(const char *text, double *out)
 	return 0;
 }
 
-static int config_parse_uint(const char *text, unsigned max, unsigned *out)
+static int config_parse_uint(const char *text, unsigned min, unsigned max,
+			     unsigned *out)
 {
 	char *end;
 	unsigned long v;
@@ -130,7 +144,7 @@ static int config_parse_uint(const char *text, unsigned max, unsigned *out)
 		return -1;
 	errno = 0;
 	v = strtoul(text, &end, 10);
-	if (errno != 0 || *end != '\0' || v > max)
+	if (errno != 0 || *end != '\0' || v < min || v > max)
 		return -1;
 	*out = (unsigned)v;
 	return 0;
@@ -177,40 +191,37 @@ const char *config_tls_str(enum tls_mode m)
 }
 
 /* Split a comma-separated list in place; calls fn for each trimmed item.
- * Empty items are errors. */
+ * Empty items are errors, except after a trailing comma: the list may go
+ * on in a continuation line ("listen = a,\n    b"). */
 static void config_each_item(struct config_parse *p, const char *key,
 			     char *list,
 			     void (*fn)(struct config_parse *, const char *))
 {
-	char *save = NULL, *item;
+	char *item = list;
 
 	if (*list == '\0') {
 		config_error(p, p->lineno, "%s: empty list", p->name, p->lineno,
 			     key);
 		return;
 	}
-	for (item = strtok_r(list, ",", &save); item;
-	     item = strtok_r(NULL, ",", &save)) {
-		char *end;
+	for (;;) {
+		char *comma = strchr(item, ',');
+		char *end = comma ? comma : item + strlen(item);
+		bool last = comma == NULL;
 
+		*end = '\0';
 		while (isspace((unsigned char)*item))
 			item++;
-		end = item + strlen(item);
 		while (end > item && isspace((unsigned char)end[-1]))
 			*--end = '\0';
-		if (*item == '\0') {
+		if (*item != '\0')
+			fn(p, item);
+		else if (!last || item == list)
 			config_error(p, p->lineno, "%s: empty list item",
 				     p->name, p->lineno, key);
-			continue;
-		}
-		fn(p, item);
-	}
-	{
-		size_t n = strlen(list);
-
-		if (n > 0 && list[n - 1] == ',')
-			config_error(p, p->lineno, "%s: empty list item",
-				     p->name, p->lineno, key);
+		if (last)
+			break;
+		item = comma + 1;
 	}
 }
 
@@ -373,7 +384,7 @@ CONFIG_BOOL_KEY(config_key_early, config_cur_fwd(p)->reject_early_talkers)
 	static void fname(struct config_parse *p, const char *key, char *v) \
 	{                                                                    \
 		unsigned u;                                                  \
-		if (config_parse_uint(v, max, &u) == -1 || u < (min))        \
+		if (config_parse_uint(v, min, max, &u) == -1)                \
 			config_bad_value(p, key, v,                          \
 					 "a whole number from " #min " to " #max); \
 		else                                                         \
@@ -589,11 +600,14 @@ static int config_handler(void *user, const char *section, const char *name,
 
 	(void)section; /* tracked by the reader, which also sees empty ones */
 	p->handled = true;
+	if (!p->continuation)
+		p->have_prev = name[0] != '\0'; /* inih's prev_name */
 	if (p->sec == SEC_BAD)
 		return 1; /* the section header was reported */
 	if (p->sec == SEC_NONE) {
-		config_error(p, p->lineno, "%s: key outside a section", p->name,
-			     p->lineno, name);
+		if (!p->continuation) /* its key line was reported */
+			config_error(p, p->lineno, "%s: key outside a section",
+				     p->name, p->lineno, name);
 		return 1;
 	}
 	for (i = 0; i < sizeof(config_keys) / sizeof(config_keys[0]); i++)
@@ -601,9 +615,11 @@ static int config_handler(void *user, const char *section, const char *name,
 		    strcmp(config_keys[i].name, name) == 0)
 			break;
 	if (i == sizeof(config_keys) / sizeof(config_keys[0])) {
-		config_error(p, p->lineno, "unknown key '%s' in [%s]", p->name,
-			     p->lineno, name,
-			     p->sec == SEC_GLOBAL ? "global" : "forward");
+		if (!p->continuation) /* its key line was reported */
+			config_error(p, p->lineno, "unknown key '%s' in [%s]",
+				     p->name, p->lineno, name,
+				     p->sec == SEC_GLOBAL ? "global" :
+							    "forward");
 		return 1;
 	}
 	if (p->continuation) {
@@ -630,27 +646,36 @@ static int config_handler(void *user, const char *section, const char *name,
 	return 1;
 }
 
-/* inih skipped the previous line without calling us: a syntax error. */
+/* inih skipped the previous line without calling us: a syntax error.
+ * Runs once per line (before the next one is read, and after the last). */
 static void config_reader_check(struct config_parse *p)
 {
 	if (p->content && !p->handled && !p->replaced)
 		config_error(p, p->lineno, "syntax error (expected key = value)",
 			     p->name, p->lineno);
+	p->content = false;
 }
 
+/* One physical line, without its line end, into *line (NUL-terminated);
+ * *len is its length. False at the end of the input. */
 static bool config_read_line(struct config_parse *p, char **line, size_t *cap,
-			     ssize_t *len)
+			     size_t *len)
 {
-	if (p->fp != NULL) {
-		*len = getline(line, cap, p->fp);
-		return *len != -1;
-	}
-	if (p->str == NULL || *p->str == '\0')
-		return false;
-	{
-		const char *nl = strchr(p->str, '\n');
-		size_t n = nl ? (size_t)(nl - p->str + 1) : strlen(p->str);
+	size_t n;
 
+	if (p->fp != NULL) {
+		ssize_t r = getline(line, cap, p->fp);
+
+		if (r == -1)
+			return false;
+		n = (size_t)r;
+	} else {
+		const char *nl;
+
+		if (p->str == NULL || *p->str == '\0')
+			return false;
+		nl = strchr(p->str, '\n');
+		n = nl ? (size_t)(nl - p->str + 1) : strlen(p->str);
 		if (*cap < n + 1) {
 			char *t = realloc(*line, n + 1);
 
@@ -662,18 +687,31 @@ static bool config_read_line(struct config_parse *p, char **line, size_t *cap,
 		memcpy(*line, p->str, n);
 		(*line)[n] = '\0';
 		p->str += n;
-		*len = (ssize_t)n;
 	}
+	if (n > 0 && (*line)[n - 1] == '\n')
+		n--;
+	if (n > 0 && (*line)[n - 1] == '\r')
+		n--;
+	(*line)[n] = '\0';
+	*len = n;
 	return true;
 }
 
+/* A blank line for inih in place of one we reported and dropped. */
+static char *config_reader_blank(struct config_parse *p, char *out, int num)
+{
+	p->replaced = true;
+	snprintf(out, (size_t)num, "\n");
+	return out;
+}
+
+/* inih's reader: hands it one whole physical line per call, so its line
+ * count and ours agree, and notes what inih will do with the line. */
 static char *config_reader(char *out, int num, void *stream)
 {
 	struct config_parse *p = stream;
-	char *line = NULL;
-	size_t cap = 0;
-	ssize_t len;
-	const char *s;
+	char *line = NULL, *start, *s;
+	size_t cap = 0, len;
 
 	config_reader_check(p);
 	if (!config_read_line(p, &line, &cap, &len)) {
@@ -681,38 +719,50 @@ static char *config_reader(char *out, int num, void *stream)
 		return NULL;
 	}
 	p->lineno++;
-	p->handled = p->replaced = false;
-	p->continuation = len > 0 && (line[0] == ' ' || line[0] == '\t');
-	for (s = line; *s == ' ' || *s == '\t' || *s == '\r'; s++)
-		;
-	p->content = *s != '\0' && *s != '\n' && *s != ';' && *s != '#' &&
-		     *s != '[';
-	if (p->lineno == 1 && (unsigned char)s[0] == 0xEF)
-		p->content = true; /* UTF-8 BOM: inih skips it */
-	if (len >= num - 1 && line[len - 1] != '\n') {
-		/* fits only when it ends the file without a newline */
+	p->handled = p->replaced = p->continuation = false;
+	start = line;
+	/* A UTF-8 byte order mark: drop it here so that a section header
+	 * right after it is seen as one. */
+	if (p->lineno == 1 && len >= 3 && memcmp(start, "\xEF\xBB\xBF", 3) == 0) {
+		start += 3;
+		len -= 3;
 	}
-	if (len > num - 2 && !(len <= num - 1 && line[len - 1] != '\n')) {
+	for (s = start; isspace((unsigned char)*s); s++)
+		;
+	/* Room for the line, its '\n' and a NUL. */
+	if (len > (size_t)num - 2) {
 		config_error(p, p->lineno, "line too long (at most %d characters)",
 			     p->name, p->lineno, num - 2);
-		p->replaced = true;
-		snprintf(out, (size_t)num, "\n");
 		free(line);
-		return out;
+		return config_reader_blank(p, out, num);
 	}
+	if (strlen(start) != len) {
+		config_error(p, p->lineno, "NUL byte in line", p->name,
+			     p->lineno);
+		free(line);
+		return config_reader_blank(p, out, num);
+	}
+	p->content = *s != '\0' && *s != ';' && *s != '#' && *s != '[';
+	/* inih's multi-line values: an indented line after a key. */
+	p->continuation = p->content && s > start && p->have_prev;
 	if (*s == '[') {
+		/* Given to inih without its indent, so that it too takes it
+		 * as a section header and not as a continuation line. */
 		config_section_start(p, s);
+		p->have_prev = false;
 		if (strchr(s, ']') == NULL) {
 			config_error(p, p->lineno, "section header without ']'",
 				     p->name, p->lineno);
-			p->replaced = true;
 			p->sec = SEC_BAD;
-			snprintf(out, (size_t)num, "\n");
 			free(line);
-			return out;
+			return config_reader_blank(p, out, num);
 		}
+		start = s;
+		len = strlen(s);
 	}
-	memcpy(out, line, (size_t)len + 1);
+	memcpy(out, start, len);
+	out[len] = '\n';
+	out[len + 1] = '\0';
 	free(line);
 	return out;
 }
@@ -758,18 +808,22 @@ static void config_validate(struct config_parse *p)
 				    p->name, f->line, f->name);
 		for (size_t j = 0; j < f->nlisten; j++) {
 			struct listen_cfg *l = &f->listen[j];
+			bool dup = false;
 
-			/* Same address and port anywhere before this one. */
-			for (size_t k = 0; k <= i; k++) {
+			/* Same address and port anywhere before this one: one
+			 * message per repeat, naming the first. */
+			for (size_t k = 0; k <= i && !dup; k++) {
 				struct forward_cfg *g = &c->fwd[k];
 				size_t m = k == i ? j : g->nlisten;
 
-				for (size_t q = 0; q < m; q++)
-					if (addr_equal(&g->listen[q].sa, &l->sa))
+				for (size_t q = 0; q < m && !dup; q++)
+					if (addr_equal(&g->listen[q].sa, &l->sa)) {
 						config_error(p, l->line, "duplicate listen address %s (also at line %d)",
 							     p->name, l->line,
 							     l->text,
 							     g->listen[q].line);
+						dup = true;
+					}
 			}
 			if (c->has_stats_listen &&
 			    addr_equal(&c->stats_listen.sa, &l->sa))

@@ -92,42 +92,63 @@ size_t log_escape(char *dst, size_t dstlen, const char *src, size_t n,
 	return o;
 }
 
+/* Bytes a field may still use: the buffer less the NUL (where the text
+ * line's '\n' goes) and, for JSON, the closing '}'. */
+static size_t log_room(const struct log_line *l)
+{
+	size_t reserve = 1 + (l->json ? 1 : 0);
+
+	return l->len + reserve < sizeof(l->buf) ?
+		       sizeof(l->buf) - reserve - l->len :
+		       0;
+}
+
+/* Callers check log_room() first. */
 static void log_put(struct log_line *l, const char *s, size_t n)
 {
-	size_t room = sizeof(l->buf) - 1 - l->len;
-
-	if (n > room)
-		n = room;
 	memcpy(l->buf + l->len, s, n);
 	l->len += n;
 	l->buf[l->len] = '\0';
 }
 
-static void log_key(struct log_line *l, const char *key)
+/* Start a field whose value needs `need` more bytes. A field that does
+ * not fit is left out whole, so a full line still parses (no dangling
+ * key, no cut number, JSON stays valid). */
+static bool log_key(struct log_line *l, const char *key, size_t need)
 {
+	size_t klen = strlen(key);
+	bool first = l->len <= (l->json ? 1 : 0); /* nothing but "{" yet */
+	size_t total = (first ? 0 : 1) /* ',' or ' ' */ + klen + (l->json ? 3 : 1) + need;
+
+	if (total > log_room(l))
+		return false;
+	if (!first)
+		log_put(l, l->json ? "," : " ", 1);
 	if (l->json) {
-		log_put(l, l->len > 1 ? ",\"" : "\"", l->len > 1 ? 2 : 1);
-		log_put(l, key, strlen(key));
+		log_put(l, "\"", 1);
+		log_put(l, key, klen);
 		log_put(l, "\":", 2);
 	} else {
-		if (l->len > 0)
-			log_put(l, " ", 1);
-		log_put(l, key, strlen(key));
+		log_put(l, key, klen);
 		log_put(l, "=", 1);
 	}
+	return true;
 }
 
-/* A string value, quoted and escaped when it needs to be. */
-static void log_value(struct log_line *l, const char *v, size_t n)
+/* A string value, quoted and escaped when it needs to be; cut short
+ * (between escape sequences) when the line is full. */
+static void log_value(struct log_line *l, const char *key, const char *v,
+		      size_t n)
 {
-	size_t room = sizeof(l->buf) - l->len;
 	bool quote = l->json || log_needs_quotes(v, n);
+	size_t room;
 
-	if (room < 4)
+	if (!log_key(l, key, quote ? 2 : 1))
 		return;
 	if (quote)
 		log_put(l, "\"", 1);
-	room = sizeof(l->buf) - l->len - 2; /* keep room for the quote */
+	/* log_escape's dstlen counts its NUL; keep a byte for the quote. */
+	room = log_room(l) - (quote ? 1 : 0) + 1;
 	l->len += log_escape(l->buf + l->len, room, v, n, l->json);
 	if (quote)
 		log_put(l, "\"", 1);
@@ -155,11 +176,10 @@ void log_begin(struct log_line *l, enum log_level level, const char *event)
 			 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
 			 tm.tm_hour, tm.tm_min, tm.tm_sec,
 			 (int)(tv.tv_usec / 1000));
-		if (l->json) {
+		if (l->json)
 			log_str(l, "ts", ts);
-		} else {
+		else
 			log_put(l, ts, strlen(ts));
-		}
 	}
 	log_str(l, "level", log_level_names[level]);
 	log_str(l, "event", event);
@@ -169,8 +189,7 @@ void log_strn(struct log_line *l, const char *key, const char *value, size_t n)
 {
 	if (!l->active)
 		return;
-	log_key(l, key);
-	log_value(l, value, n);
+	log_value(l, key, value, n);
 }
 
 void log_str(struct log_line *l, const char *key, const char *value)
@@ -190,19 +209,16 @@ void log_uint(struct log_line *l, const char *key, unsigned long long v)
 	if (!l->active)
 		return;
 	n = snprintf(num, sizeof(num), "%llu", v);
-	log_key(l, key);
-	log_put(l, num, (size_t)n);
+	if (log_key(l, key, (size_t)n))
+		log_put(l, num, (size_t)n);
 }
 
 void log_bool(struct log_line *l, const char *key, bool v)
 {
-	if (!l->active)
-		return;
-	log_key(l, key);
-	if (l->json)
-		log_put(l, v ? "true" : "false", v ? 4 : 5);
-	else
-		log_put(l, v ? "yes" : "no", v ? 3 : 2);
+	const char *word = l->json ? (v ? "true" : "false") : (v ? "yes" : "no");
+
+	if (l->active && log_key(l, key, strlen(word)))
+		log_put(l, word, strlen(word));
 }
 
 void log_fmt(struct log_line *l, const char *key, const char *fmt, ...)
@@ -235,10 +251,9 @@ void log_end(struct log_line *l)
 	if (!l->active)
 		return;
 	if (l->json) {
-		/* Make room for the closing brace even on a full line. */
-		if (l->len > sizeof(l->buf) - 2)
-			l->len = sizeof(l->buf) - 2;
-		log_put(l, "}", 1);
+		/* log_room() always kept a byte for it. */
+		l->buf[l->len++] = '}';
+		l->buf[l->len] = '\0';
 	}
 	if (log_to_syslog) {
 		syslog(prio[l->level], "%s", l->buf);

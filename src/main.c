@@ -1,0 +1,127 @@
+/* main: command line. Everything else lives in the modules. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "log.h"
+#include "pump.h"
+#include "server.h"
+
+#define MAIN_MAX_PAIRS 64
+
+static void main_usage(FILE *out)
+{
+	fprintf(out,
+		"usage: smtpfwd [-t] [-c FILE]\n"
+		"       smtpfwd [-t] -l LISTEN -b BACKEND [-P v1|v2] [-l ... -b ...]\n"
+		"       smtpfwd -V | -h\n"
+		"\n"
+		"  -c FILE     configuration file (default %s)\n"
+		"  -t          check the configuration and exit\n"
+		"  -l LISTEN   quick mode: address to listen on, e.g. 0.0.0.0:25\n"
+		"  -b BACKEND  quick mode: mail server for the -l before it, e.g. 10.0.0.2:2525\n"
+		"  -P v1|v2    quick mode: send a PROXY protocol header to the backends\n"
+		"  -V          print the version\n"
+		"  -h          print this help\n"
+		"\n"
+		"Runs in the foreground and logs to stderr. SIGTERM/SIGINT: stop\n"
+		"accepting and let sessions finish; SIGHUP: re-read FILE.\n"
+		"Environment: SMTPFWD_NO_SPLICE=1 forces the buffered copy pump.\n",
+		CONFIG_DEFAULT_PATH);
+}
+
+int main(int argc, char **argv)
+{
+	const char *path = NULL, *listen[MAIN_MAX_PAIRS], *backend[MAIN_MAX_PAIRS];
+	size_t nlisten = 0, nbackend = 0;
+	enum proxy_version pp = PROXY_OFF;
+	bool test_only = false, pp_set = false;
+	struct config_diag diag = { 0 };
+	struct config *cfg;
+	const char *env;
+	int c;
+
+	while ((c = getopt(argc, argv, "c:tl:b:P:Vh")) != -1) {
+		switch (c) {
+		case 'c':
+			path = optarg;
+			break;
+		case 't':
+			test_only = true;
+			break;
+		case 'l':
+		case 'b':
+			if ((c == 'l' ? nlisten : nbackend) == MAIN_MAX_PAIRS) {
+				fprintf(stderr, "smtpfwd: at most %d -%c\n",
+					MAIN_MAX_PAIRS, c);
+				return 2;
+			}
+			if (c == 'l')
+				listen[nlisten++] = optarg;
+			else
+				backend[nbackend++] = optarg;
+			break;
+		case 'P':
+			if (strcmp(optarg, "v1") == 0) {
+				pp = PROXY_V1;
+			} else if (strcmp(optarg, "v2") == 0) {
+				pp = PROXY_V2;
+			} else {
+				fprintf(stderr, "smtpfwd: -P takes v1 or v2, not \"%s\"\n",
+					optarg);
+				return 2;
+			}
+			pp_set = true;
+			break;
+		case 'V':
+			printf("smtpfwd %s\n", SMTPFWD_VERSION);
+			return 0;
+		case 'h':
+			main_usage(stdout);
+			return 0;
+		default:
+			main_usage(stderr);
+			return 2;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "smtpfwd: unexpected argument \"%s\"\n", argv[optind]);
+		main_usage(stderr);
+		return 2;
+	}
+	if ((nlisten > 0 || nbackend > 0) && path != NULL) {
+		fprintf(stderr, "smtpfwd: use either -c FILE or -l/-b, not both\n");
+		return 2;
+	}
+	if (pp_set && nlisten == 0) {
+		fprintf(stderr, "smtpfwd: -P goes with -l/-b (in a file: proxy_protocol)\n");
+		return 2;
+	}
+
+	if (nlisten > 0 || nbackend > 0) {
+		cfg = config_from_args(listen, nlisten, backend, nbackend, pp, &diag);
+	} else {
+		if (path == NULL)
+			path = CONFIG_DEFAULT_PATH;
+		cfg = config_load(path, &diag);
+	}
+	if (diag.len > 0)
+		fputs(diag.text, stderr);
+	config_diag_free(&diag);
+	if (cfg == NULL) {
+		if (!test_only)
+			fprintf(stderr, "smtpfwd: not starting: configuration has errors\n");
+		return 1;
+	}
+	if (test_only) {
+		printf("%s: ok\n", path != NULL ? path : "command line");
+		config_unref(cfg);
+		return 0;
+	}
+	env = getenv("SMTPFWD_NO_SPLICE");
+	if (env != NULL && *env != '\0' && strcmp(env, "0") != 0)
+		pump_disable_splice();
+	return server_run(cfg, path);
+}

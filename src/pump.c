@@ -1,0 +1,247 @@
+/* pump: one direction of a session. The same function serves both
+ * directions; the session swaps src and dst. Order of work in each round:
+ * first deliver what is already held (user-space buffer, then pipe), and
+ * only then read more, so bytes never overtake each other, a full
+ * destination stops reading (backpressure), and splice starts only once
+ * user space holds nothing for this direction. */
+#include "pump.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "pipepool.h"
+
+/* Fairness: one call moves at most this much before yielding to the loop
+ * (libev's level-triggered watchers bring us back at once). */
+#define PUMP_ROUND_BYTES (512 * 1024)
+#define PUMP_SPLICE_CHUNK (1024 * 1024)
+
+static bool pump_no_splice;
+
+bool pump_splice_supported(void)
+{
+	return !pump_no_splice;
+}
+
+void pump_disable_splice(void)
+{
+	pump_no_splice = true;
+}
+
+void pump_init(struct flow *f, int src, int dst, bool splice_ok)
+{
+	memset(f, 0, sizeof(*f));
+	f->src = src;
+	f->dst = dst;
+	f->pipe[0] = f->pipe[1] = -1;
+	f->splice_ok = splice_ok;
+}
+
+int pump_queue(struct flow *f, const void *data, size_t n)
+{
+	return buffer_append(&f->buf, data, n);
+}
+
+size_t pump_pending(const struct flow *f)
+{
+	return buffer_used(&f->buf) + f->in_pipe;
+}
+
+void pump_release(struct flow *f)
+{
+	if (f->pipe[0] != -1) {
+		if (f->in_pipe == 0)
+			pipepool_put(f->pipe);
+		else
+			pipepool_kill(f->pipe);
+		f->in_pipe = 0;
+	}
+	buffer_release(&f->buf);
+}
+
+static unsigned pump_fail(struct flow *f, int err, enum pump_where where)
+{
+	f->err = err;
+	f->err_where = (uint8_t)where;
+	return PUMP_FAILED;
+}
+
+/* Write buffered bytes. Returns 0 when the buffer drained, or wants. */
+static unsigned pump_flush_buffer(struct flow *f)
+{
+	while (!buffer_empty(&f->buf)) {
+		size_t avail;
+		const char *p = buffer_read_ptr(&f->buf, &avail);
+		ssize_t w = send(f->dst, p, avail, MSG_NOSIGNAL);
+
+		if (w == -1) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				return PUMP_DST_WRITE;
+			return pump_fail(f, errno, PUMP_ERR_WRITE);
+		}
+		buffer_consume(&f->buf, (size_t)w);
+	}
+	return 0;
+}
+
+/* Empty the pipe into dst; an empty pipe goes back to the pool so an
+ * idle session holds none. Returns 0 when drained, or wants. */
+static unsigned pump_flush_pipe(struct flow *f)
+{
+	while (f->in_pipe > 0) {
+		ssize_t w = splice(f->pipe[0], NULL, f->dst, NULL, f->in_pipe,
+				   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+
+		if (w == -1) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN)
+				return PUMP_DST_WRITE;
+			return pump_fail(f, errno, PUMP_ERR_WRITE);
+		}
+		f->in_pipe -= (uint32_t)w;
+	}
+	if (f->pipe[0] != -1)
+		pipepool_put(f->pipe);
+	return 0;
+}
+
+/* src EOF and everything delivered: pass the EOF on. */
+static unsigned pump_finish(struct flow *f)
+{
+	if (!f->shut) {
+		/* ENOTCONN: the peer already went away; nothing to tell it. */
+		if (shutdown(f->dst, SHUT_WR) == -1 && errno != ENOTCONN)
+			return pump_fail(f, errno, PUMP_ERR_WRITE);
+		f->shut = true;
+	}
+	return PUMP_DONE;
+}
+
+/* Returns >0 bytes moved into the pipe, 0 on EOF, -1 with wants in *w,
+ * or -2 when splice cannot be used (the caller copies instead). */
+static ssize_t pump_splice_in(struct flow *f, unsigned *w)
+{
+	ssize_t r;
+
+	if (f->pipe[0] == -1 && pipepool_get(f->pipe) == -1)
+		return -2;
+	for (;;) {
+		r = splice(f->src, NULL, f->pipe[1], NULL, PUMP_SPLICE_CHUNK,
+			   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+		if (r != -1 || errno != EINTR)
+			break;
+	}
+	if (r >= 0) {
+		if (r == 0)
+			pipepool_put(f->pipe);
+		return r;
+	}
+	switch (errno) {
+	case EAGAIN:
+		/* The pipe is empty here, so it is the socket that has
+		 * nothing: give the pipe back while we wait. */
+		pipepool_put(f->pipe);
+		*w = PUMP_SRC_READ;
+		return -1;
+	case EINVAL:
+	case ENOSYS:
+	case EOPNOTSUPP:
+		/* This pair of fds cannot splice: copy from now on. */
+		pipepool_put(f->pipe);
+		f->splice_ok = false;
+		return -2;
+	default:
+		*w = pump_fail(f, errno, PUMP_ERR_READ);
+		pipepool_put(f->pipe);
+		return -1;
+	}
+}
+
+/* Returns >0 bytes read into the buffer, 0 on EOF, -1 with wants in *w. */
+static ssize_t pump_copy_in(struct flow *f, unsigned *w)
+{
+	size_t space;
+	char *p = buffer_write_ptr(&f->buf, &space);
+	ssize_t r;
+
+	if (p == NULL) {
+		*w = pump_fail(f, ENOMEM, PUMP_ERR_READ);
+		return -1;
+	}
+	for (;;) {
+		r = recv(f->src, p, space, 0);
+		if (r != -1 || errno != EINTR)
+			break;
+	}
+	if (r == -1) {
+		int e = errno;
+
+		/* Hand the unused chunk back: idle sessions hold no memory. */
+		if (buffer_empty(&f->buf))
+			buffer_release(&f->buf);
+		if (e == EAGAIN || e == EWOULDBLOCK) {
+			*w = PUMP_SRC_READ;
+			return -1;
+		}
+		*w = pump_fail(f, e, PUMP_ERR_READ);
+		return -1;
+	}
+	if (r > 0) {
+		if (f->observe != NULL)
+			f->observe(f, p, (size_t)r);
+		buffer_produce(&f->buf, (size_t)r);
+	} else if (buffer_empty(&f->buf)) {
+		buffer_release(&f->buf);
+	}
+	return r;
+}
+
+unsigned pump_run(struct flow *f)
+{
+	size_t moved = 0;
+
+	if (f->err != 0)
+		return PUMP_FAILED;
+	for (;;) {
+		unsigned w = pump_flush_buffer(f);
+		ssize_t r;
+
+		if (w == 0)
+			w = pump_flush_pipe(f);
+		if (w != 0)
+			return w;
+		if (f->eof || f->src == -1) {
+			f->eof = true;
+			return pump_finish(f);
+		}
+		if (moved >= PUMP_ROUND_BYTES)
+			return PUMP_SRC_READ;
+
+		r = -2;
+		if (f->splice_ok && f->observe == NULL && !pump_no_splice) {
+			r = pump_splice_in(f, &w);
+			if (r > 0) {
+				f->in_pipe += (uint32_t)r;
+				f->spliced = true;
+			}
+		}
+		if (r == -2) {
+			r = pump_copy_in(f, &w);
+			if (r > 0)
+				f->copied = true;
+		}
+		if (r == -1)
+			return w;
+		if (r == 0)
+			f->eof = true;
+		f->bytes += (uint64_t)r;
+		moved += (size_t)r;
+	}
+}

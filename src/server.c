@@ -1,0 +1,375 @@
+/* server: owns the event loop, the current configuration and its
+ * listeners. Start-up binds every listener before anything else can
+ * fail halfway; reload builds the new set beside the old one and swaps
+ * (a listener whose address is unchanged keeps its socket, so no client
+ * is refused during a reload); shutdown closes listeners at once and
+ * lets sessions drain. */
+#include "server.h"
+
+#include <errno.h>
+#include <ev.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "buffer.h"
+#include "listener.h"
+#include "log.h"
+#include "pipepool.h"
+#include "pump.h"
+#include "session.h"
+
+/* Pipes kept for reuse: enough for bursts, small enough that an idle
+ * daemon holds few fds and little kernel memory. */
+#define SERVER_PIPES_POOLED 64
+
+/* One configuration as it is being served. */
+struct server_gen {
+	struct config *cfg;
+	struct sess_forward **fwd; /* one per cfg->fwd */
+	struct listener **ls; /* flat, in config order */
+	size_t nls;
+};
+
+struct server {
+	struct ev_loop *loop;
+	const char *path;
+	struct server_gen cur;
+	ev_signal sigterm;
+	ev_signal sigint;
+	ev_signal sighup;
+	ev_timer drain_timer;
+	bool draining;
+	unsigned fd_limit;
+};
+
+static void server_gen_free(struct server_gen *g)
+{
+	size_t i;
+
+	for (i = 0; i < g->nls; i++)
+		listener_close(g->ls[i]);
+	free(g->ls);
+	if (g->fwd != NULL)
+		for (i = 0; i < g->cfg->nfwd; i++)
+			sess_forward_unref(g->fwd[i]);
+	free(g->fwd);
+	config_unref(g->cfg);
+	memset(g, 0, sizeof(*g));
+}
+
+/* The listener bound to addr in old, if any; take: remove it there. */
+static struct listener *server_find_listener(struct server_gen *old,
+					     const union sockname *addr,
+					     bool take)
+{
+	size_t i;
+
+	for (i = 0; old != NULL && i < old->nls; i++) {
+		if (old->ls[i] != NULL &&
+		    addr_equal(listener_addr(old->ls[i]), addr)) {
+			struct listener *l = old->ls[i];
+
+			if (take)
+				old->ls[i] = NULL;
+			return l;
+		}
+	}
+	return NULL;
+}
+
+/* Build the forwards and listeners of g->cfg. Two passes so that a
+ * failure changes nothing: first open the sockets old does not have
+ * (and resolve backends), then take over old's sockets and serve.
+ * Returns 0, or -1 (logged) with old untouched. */
+static int server_gen_open(struct server *srv, struct server_gen *g,
+			   struct server_gen *old)
+{
+	const struct config *cfg = g->cfg;
+	size_t i, j, k, n = 0;
+	char buf[ADDR_STRLEN];
+
+	for (i = 0; i < cfg->nfwd; i++)
+		n += cfg->fwd[i].nlisten;
+	g->fwd = calloc(cfg->nfwd, sizeof(*g->fwd));
+	g->ls = calloc(n, sizeof(*g->ls));
+	if (g->fwd == NULL || g->ls == NULL)
+		goto nomem;
+	g->nls = n;
+	for (i = 0, k = 0; i < cfg->nfwd; i++) {
+		const struct forward_cfg *f = &cfg->fwd[i];
+
+		g->fwd[i] = sess_forward_new(srv->loop, g->cfg, f);
+		if (g->fwd[i] == NULL)
+			goto nomem;
+		for (j = 0; j < f->nlisten; j++, k++) {
+			const union sockname *a = &f->listen[j].sa;
+			int e;
+
+			if (server_find_listener(old, a, false) != NULL)
+				continue;
+			g->ls[k] = listener_open(a);
+			if (g->ls[k] != NULL)
+				continue;
+			e = errno;
+			log_msg(LOG_LVL_ERROR, "listen",
+				"forward %s: listen %s: %s%s", f->name,
+				addr_format(a, buf, sizeof(buf)), strerror(e),
+				e == EACCES && geteuid() != 0 ?
+					" (ports below 1024 need root or CAP_NET_BIND_SERVICE)" :
+					"");
+			return -1;
+		}
+	}
+	for (i = 0, k = 0; i < cfg->nfwd; i++) {
+		const struct forward_cfg *f = &cfg->fwd[i];
+
+		for (j = 0; j < f->nlisten; j++, k++) {
+			const union sockname *a = &f->listen[j].sa;
+			struct log_line ll;
+
+			if (g->ls[k] == NULL)
+				g->ls[k] = server_find_listener(old, a, true);
+			listener_serve(g->ls[k], srv->loop, g->fwd[i]);
+			log_begin(&ll, LOG_LVL_INFO, "listen");
+			log_str(&ll, "forward", f->name);
+			log_str(&ll, "addr", addr_format(a, buf, sizeof(buf)));
+			log_end(&ll);
+		}
+	}
+	return 0;
+nomem:
+	log_msg(LOG_LVL_ERROR, "config", "out of memory");
+	return -1;
+}
+
+static void server_apply_limits(struct server *srv)
+{
+	const struct config *cfg = srv->cur.cfg;
+
+	log_setup(cfg->log_level, cfg->log_format, cfg->syslog);
+	listener_set_limits(cfg->max_connections, srv->fd_limit);
+}
+
+static void server_log_diag(const struct config_diag *diag,
+			    enum log_level level)
+{
+	const char *p = diag->text, *nl;
+
+	while (p != NULL && *p != '\0') {
+		nl = strchr(p, '\n');
+		log_msg(level, "config", "%.*s",
+			(int)(nl != NULL ? nl - p : (long)strlen(p)), p);
+		p = nl != NULL ? nl + 1 : NULL;
+	}
+}
+
+static void server_reload(struct server *srv)
+{
+	struct config_diag diag = { 0 };
+	struct server_gen next = { 0 };
+	struct config *cfg;
+
+	if (srv->path == NULL) {
+		log_msg(LOG_LVL_INFO, "reload",
+			"no configuration file (command-line mode): nothing to re-read");
+		return;
+	}
+	cfg = config_load(srv->path, &diag);
+	if (cfg == NULL) {
+		server_log_diag(&diag, LOG_LVL_ERROR);
+		log_msg(LOG_LVL_ERROR, "reload",
+			"%s: %u error(s); keeping the running configuration",
+			srv->path, diag.errors);
+		config_diag_free(&diag);
+		return;
+	}
+	server_log_diag(&diag, LOG_LVL_WARN);
+	config_diag_free(&diag);
+	next.cfg = cfg;
+	if (server_gen_open(srv, &next, &srv->cur) == -1) {
+		server_gen_free(&next);
+		log_msg(LOG_LVL_ERROR, "reload",
+			"%s: keeping the running configuration", srv->path);
+		return;
+	}
+	server_gen_free(&srv->cur); /* closes listeners not taken over */
+	srv->cur = next;
+	server_apply_limits(srv);
+	log_msg(LOG_LVL_INFO, "reload", "%s: %zu forward(s), %zu listener(s)",
+		srv->path, cfg->nfwd, next.nls);
+}
+
+static void server_stop_loop(void *arg)
+{
+	struct server *srv = arg;
+
+	if (srv->draining)
+		ev_break(srv->loop, EVBREAK_ALL);
+}
+
+static void server_drain_timeout(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)w;
+	(void)revents;
+	log_msg(LOG_LVL_WARN, "shutdown",
+		"shutdown_timeout reached: closing %u open session(s)",
+		sess_active());
+	sess_close_all("shutdown");
+	ev_break(loop, EVBREAK_ALL);
+}
+
+static void server_shutdown(struct server *srv, int sig)
+{
+	size_t i;
+
+	if (srv->draining) {
+		log_msg(LOG_LVL_WARN, "shutdown", "%s again: closing %u session(s) now",
+			strsignal(sig), sess_active());
+		sess_close_all("shutdown");
+		ev_break(srv->loop, EVBREAK_ALL);
+		return;
+	}
+	srv->draining = true;
+	for (i = 0; i < srv->cur.nls; i++) {
+		listener_close(srv->cur.ls[i]);
+		srv->cur.ls[i] = NULL;
+	}
+	log_msg(LOG_LVL_INFO, "shutdown",
+		"%s: listeners closed, %u session(s) draining (up to %gs)",
+		strsignal(sig), sess_active(), srv->cur.cfg->shutdown_timeout);
+	if (sess_active() == 0) {
+		ev_break(srv->loop, EVBREAK_ALL);
+		return;
+	}
+	ev_timer_init(&srv->drain_timer, server_drain_timeout,
+		      srv->cur.cfg->shutdown_timeout, 0);
+	ev_timer_start(srv->loop, &srv->drain_timer);
+}
+
+static void server_signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	struct server *srv = ev_userdata(loop);
+
+	(void)revents;
+	if (w->signum == SIGHUP) {
+		if (!srv->draining)
+			server_reload(srv);
+		return;
+	}
+	server_shutdown(srv, w->signum);
+}
+
+/* Raise the soft fd limit to the hard one: each session needs two
+ * sockets and, while bytes move, a pipe. */
+static unsigned server_raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == -1)
+		return 1024;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) == -1)
+			getrlimit(RLIMIT_NOFILE, &rl);
+	}
+	if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > 1u << 24)
+		return 1u << 24;
+	return (unsigned)rl.rlim_cur;
+}
+
+/* Drop root after binding. Refuses (returns -1, logged) unless the drop
+ * is complete and cannot be undone. */
+static int server_drop_privileges(const char *user)
+{
+	struct passwd *pw;
+
+	if (user == NULL)
+		return 0;
+	if (geteuid() != 0) {
+		log_msg(LOG_LVL_INFO, "privileges",
+			"not root: user = %s ignored, running as uid %u", user,
+			(unsigned)geteuid());
+		return 0;
+	}
+	errno = 0;
+	pw = getpwnam(user);
+	if (pw == NULL) {
+		log_msg(LOG_LVL_ERROR, "privileges", "user %s: %s", user,
+			errno != 0 ? strerror(errno) : "no such user");
+		return -1;
+	}
+	if (setgroups(1, &pw->pw_gid) == -1 || setgid(pw->pw_gid) == -1 ||
+	    setuid(pw->pw_uid) == -1) {
+		log_msg(LOG_LVL_ERROR, "privileges", "cannot become %s: %s",
+			user, strerror(errno));
+		return -1;
+	}
+	if (pw->pw_uid != 0 && (setuid(0) != -1 || geteuid() == 0)) {
+		log_msg(LOG_LVL_ERROR, "privileges",
+			"still able to regain root after dropping to %s", user);
+		return -1;
+	}
+	log_msg(LOG_LVL_INFO, "privileges", "running as %s (uid %u, gid %u)",
+		user, (unsigned)pw->pw_uid, (unsigned)pw->pw_gid);
+	return 0;
+}
+
+int server_run(struct config *cfg, const char *path)
+{
+	struct server srv = { 0 };
+	int status = 0;
+
+	srv.loop = ev_default_loop(EVFLAG_AUTO);
+	if (srv.loop == NULL) {
+		log_msg(LOG_LVL_ERROR, "start", "cannot initialise libev");
+		config_unref(cfg);
+		return 1;
+	}
+	ev_set_userdata(srv.loop, &srv);
+	srv.path = path;
+	srv.cur.cfg = cfg;
+	signal(SIGPIPE, SIG_IGN);
+	srv.fd_limit = server_raise_nofile();
+	pipepool_configure(SERVER_PIPES_POOLED, 0);
+	server_apply_limits(&srv);
+	if (cfg->workers != 1)
+		log_msg(LOG_LVL_WARN, "start",
+			"workers = %u: only one event loop is implemented so far; running one",
+			cfg->workers);
+	if (cfg->has_stats_listen)
+		log_msg(LOG_LVL_WARN, "start",
+			"stats_listen is not served yet; ignoring %s",
+			cfg->stats_listen.text);
+
+	if (server_gen_open(&srv, &srv.cur, NULL) == -1 ||
+	    server_drop_privileges(cfg->user) == -1) {
+		status = 1;
+		goto out;
+	}
+	sess_on_empty(server_stop_loop, &srv);
+	ev_signal_init(&srv.sigterm, server_signal_cb, SIGTERM);
+	ev_signal_init(&srv.sigint, server_signal_cb, SIGINT);
+	ev_signal_init(&srv.sighup, server_signal_cb, SIGHUP);
+	ev_signal_start(srv.loop, &srv.sigterm);
+	ev_signal_start(srv.loop, &srv.sigint);
+	ev_signal_start(srv.loop, &srv.sighup);
+	log_msg(LOG_LVL_INFO, "ready",
+		"smtpfwd %s: %zu forward(s), %zu listener(s), splice %s",
+		SMTPFWD_VERSION, cfg->nfwd, srv.cur.nls,
+		pump_splice_supported() ? "on" : "off");
+
+	ev_run(srv.loop, 0);
+	log_msg(LOG_LVL_INFO, "exit", "stopped");
+out:
+	sess_close_all("shutdown");
+	server_gen_free(&srv.cur);
+	pipepool_drain();
+	buffer_trim();
+	ev_loop_destroy(srv.loop);
+	return status;
+}

@@ -1,0 +1,786 @@
+/* session: one client connection. States:
+ *
+ *   CONNECT  trying backends in order, one attempt at a time, each
+ *            bounded by connect_timeout
+ *   RELAY    two flows (up: client -> backend, down: backend -> client);
+ *            while the SMTP phase lasts both flows copy through user
+ *            space with an observer (greeting, first command); then they
+ *            splice
+ *   REPLY    sending the proxy's own reply (554/421), then shutdown(WR)
+ *   LINGER   reply sent: reading the client to EOF so that closing does
+ *            not reset the connection under the reply
+ *
+ * Every path ends in sess_close(), which logs the one summary line. */
+#include "session.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <ev.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "acl.h"
+#include "backend.h"
+#include "container.h"
+#include "log.h"
+#include "pipepool.h"
+#include "proxyproto.h"
+#include "pump.h"
+#include "smtp.h"
+
+/* The SMTP phase ends this long after the relay started even if the
+ * greeting or the first command never completed: inspection must never
+ * hold a session back. */
+#define SESS_SMTP_GRACE 10.0
+/* A client gets this long to take our own reply before we hang up. */
+#define SESS_REPLY_SECS 5.0
+/* Bytes of client input we are willing to read and drop while lingering. */
+#define SESS_LINGER_BYTES (64 * 1024)
+/* Text kept for the log. */
+#define SESS_HELO_LOG_MAX 128
+
+static const char sess_reply_denied[] =
+	"554 5.7.1 Access denied: connections from your address are not accepted\r\n";
+static const char sess_reply_limit_ip[] =
+	"421 4.7.0 Too many connections from your address, try again later\r\n";
+static const char sess_reply_limit_total[] =
+	"421 4.7.0 Too many connections, try again later\r\n";
+static const char sess_reply_unavailable[] =
+	"421 4.4.1 Mail server temporarily unavailable, try again later\r\n";
+
+enum sess_state { SESS_CONNECT, SESS_RELAY, SESS_REPLY, SESS_LINGER };
+
+/* What the SMTP phase watches; freed when the phase ends. */
+struct sess_smtp {
+	struct smtp_reply greeting;
+	struct smtp_cmd cmd;
+};
+
+struct sess {
+	struct sess *next;
+	struct sess **pprev;
+	struct ev_loop *loop;
+	struct sess_forward *fwd;
+	enum sess_state state;
+	int cfd;
+	int bfd;
+	ev_io cio;
+	ev_io bio;
+	ev_timer timer;
+	ev_tstamp started;
+	ev_tstamp last_active;
+	ev_tstamp deadline; /* connect attempt, or reply, ends here */
+	union sockname client;
+	union sockname local;
+	union sockname baddr; /* backend being tried or connected */
+	size_t bi; /* backend index being tried */
+	size_t ai; /* next address index of that backend */
+	struct flow up; /* client -> backend */
+	struct flow down; /* backend -> client */
+	unsigned up_want;
+	unsigned down_want;
+	struct sess_smtp *smtp; /* non-NULL during the SMTP phase */
+	char *greeting; /* for the log, once the phase is over */
+	char *helo;
+	uint16_t greeting_code;
+	bool counted;
+	bool connected;
+	bool early_talker;
+	bool up_done;
+	bool down_done;
+	size_t lingered; /* client bytes dropped while lingering */
+	const char *reply; /* our own reply, if any */
+	const char *first_close; /* "client closed" / "backend closed" */
+	char why[200]; /* last failure */
+};
+
+static struct sess *sess_list;
+static unsigned sess_count;
+static unsigned sess_sockets;
+static void (*sess_empty_cb)(void *);
+static void *sess_empty_arg;
+
+static void sess_update(struct sess *s, bool run_up, bool run_down);
+static void sess_connect_next(struct sess *s);
+
+unsigned sess_active(void)
+{
+	return sess_count;
+}
+
+unsigned sess_fds(void)
+{
+	return sess_sockets +
+	       2 * (unsigned)(pipepool_in_use() + pipepool_pooled());
+}
+
+void sess_on_empty(void (*cb)(void *arg), void *arg)
+{
+	sess_empty_cb = cb;
+	sess_empty_arg = arg;
+}
+
+/* ---- forwards ---- */
+
+struct sess_forward *sess_forward_new(struct ev_loop *loop,
+				      struct config *config,
+				      const struct forward_cfg *cfg)
+{
+	struct sess_forward *f = calloc(1, sizeof(*f));
+	size_t i;
+
+	if (f == NULL)
+		return NULL;
+	f->backends = calloc(cfg->nbackend, sizeof(*f->backends));
+	if (f->backends == NULL) {
+		free(f);
+		return NULL;
+	}
+	f->cfg = cfg;
+	f->config = config_ref(config);
+	f->refs = 1;
+	for (i = 0; i < cfg->nbackend; i++) {
+		f->backends[i] = backend_new(loop, &cfg->backend[i]);
+		if (f->backends[i] == NULL) {
+			f->nbackends = i;
+			sess_forward_unref(f);
+			return NULL;
+		}
+		if (backend_addrs(f->backends[i], &(const union sockname *){0}) == 0)
+			log_msg(LOG_LVL_WARN, "resolve",
+				"forward %s: backend %s: %s", cfg->name,
+				backend_name(f->backends[i]),
+				backend_error(f->backends[i]));
+	}
+	f->nbackends = cfg->nbackend;
+	return f;
+}
+
+void sess_forward_ref(struct sess_forward *f)
+{
+	f->refs++;
+}
+
+void sess_forward_unref(struct sess_forward *f)
+{
+	size_t i;
+
+	if (f == NULL || --f->refs > 0)
+		return;
+	for (i = 0; i < f->nbackends; i++)
+		backend_free(f->backends[i]);
+	free(f->backends);
+	config_unref(f->config);
+	free(f);
+}
+
+/* ---- watchers ---- */
+
+static struct sess *sess_of_cio(ev_io *w)
+{
+	return container_of(w, struct sess, cio);
+}
+
+static struct sess *sess_of_bio(ev_io *w)
+{
+	return container_of(w, struct sess, bio);
+}
+
+/* Point a watcher at fd with these events, touching libev only when
+ * something changes. */
+static void sess_watch(struct sess *s, ev_io *w, int fd, int events)
+{
+	if (ev_is_active(w)) {
+		if (w->fd == fd && (w->events & (EV_READ | EV_WRITE)) == events)
+			return;
+		ev_io_stop(s->loop, w);
+	}
+	if (fd == -1 || events == 0)
+		return;
+	ev_io_set(w, fd, events);
+	ev_io_start(s->loop, w);
+}
+
+static void sess_arm_timer(struct sess *s, ev_tstamp after)
+{
+	if (after < 0.001)
+		after = 0.001;
+	s->timer.repeat = after;
+	ev_timer_again(s->loop, &s->timer);
+}
+
+static void sess_set_why(struct sess *s, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void sess_set_why(struct sess *s, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(s->why, sizeof(s->why), fmt, ap);
+	va_end(ap);
+}
+
+/* ---- teardown ---- */
+
+static const char *sess_pump_str(const struct sess *s)
+{
+	if (s->up.spliced || s->down.spliced)
+		return "splice";
+	if (s->up.copied || s->down.copied)
+		return "copy";
+	return "none";
+}
+
+static void sess_log(struct sess *s, const char *result, const char *reason)
+{
+	struct log_line l;
+	char buf[ADDR_STRLEN];
+	const struct smtp_reply *g = s->smtp != NULL ? &s->smtp->greeting : NULL;
+
+	log_begin(&l, LOG_LVL_INFO, "session");
+	if (!l.active)
+		return;
+	log_str(&l, "forward", s->fwd->cfg->name);
+	log_str(&l, "client", addr_format(&s->client, buf, sizeof(buf)));
+	log_str(&l, "local", addr_format(&s->local, buf, sizeof(buf)));
+	log_str(&l, "backend",
+		s->connected ? addr_format(&s->baddr, buf, sizeof(buf)) : "-");
+	log_str(&l, "result", result);
+	log_str(&l, "reason", reason);
+	if (s->reply != NULL)
+		log_strn(&l, "reply", s->reply, strlen(s->reply) - 2);
+	if (g != NULL && g->len > 0) {
+		/* Closed during the SMTP phase: log what was seen. */
+		log_strn(&l, "greeting", g->text, g->len);
+		log_uint(&l, "greeting_code", g->code);
+	} else if (s->greeting != NULL) {
+		log_str(&l, "greeting", s->greeting);
+		log_uint(&l, "greeting_code", s->greeting_code);
+	}
+	if (s->smtp != NULL && s->smtp->cmd.is_helo)
+		log_strn(&l, "helo", s->smtp->cmd.arg,
+			 s->smtp->cmd.arg_len < SESS_HELO_LOG_MAX ?
+				 s->smtp->cmd.arg_len :
+				 SESS_HELO_LOG_MAX);
+	else if (s->helo != NULL)
+		log_str(&l, "helo", s->helo);
+	if (s->connected)
+		log_bool(&l, "early_talker", s->early_talker);
+	log_str(&l, "tls", "no");
+	log_str(&l, "pump", sess_pump_str(s));
+	log_uint(&l, "bytes_up", s->up.bytes);
+	log_uint(&l, "bytes_down", s->down.bytes);
+	log_fmt(&l, "duration", "%.3f", ev_now(s->loop) - s->started);
+	log_end(&l);
+}
+
+static void sess_close_fd(int *fd)
+{
+	if (*fd != -1) {
+		close(*fd);
+		*fd = -1;
+		sess_sockets--;
+	}
+}
+
+/* The one teardown: nothing touches s after it. */
+static void sess_close(struct sess *s, const char *result, const char *reason)
+{
+	ev_io_stop(s->loop, &s->cio);
+	ev_io_stop(s->loop, &s->bio);
+	ev_timer_stop(s->loop, &s->timer);
+	sess_log(s, result, reason);
+	pump_release(&s->up);
+	pump_release(&s->down);
+	sess_close_fd(&s->cfd);
+	sess_close_fd(&s->bfd);
+	if (s->counted)
+		acl_count_put(&s->client);
+	*s->pprev = s->next;
+	if (s->next != NULL)
+		s->next->pprev = s->pprev;
+	sess_forward_unref(s->fwd);
+	free(s->smtp);
+	free(s->greeting);
+	free(s->helo);
+	free(s);
+	if (--sess_count == 0 && sess_empty_cb != NULL)
+		sess_empty_cb(sess_empty_arg);
+}
+
+void sess_close_all(const char *reason)
+{
+	while (sess_list != NULL)
+		sess_close(sess_list, "timeout", reason);
+}
+
+/* ---- own replies ---- */
+
+static void sess_linger_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct sess *s = sess_of_cio(w);
+	char sink[4096];
+	ssize_t r;
+
+	(void)loop;
+	(void)revents;
+	r = recv(s->cfd, sink, sizeof(sink), 0);
+	if (r > 0) {
+		s->lingered += (size_t)r;
+		if (s->lingered < SESS_LINGER_BYTES)
+			return;
+	} else if (r == -1 && (errno == EAGAIN || errno == EINTR)) {
+		return;
+	}
+	sess_close(s, s->first_close, s->why);
+}
+
+/* Send text (a complete reply) to the client, then close gracefully.
+ * result and the reason already in s->why go to the log. */
+static void sess_reply(struct sess *s, const char *result, const char *text)
+{
+	sess_close_fd(&s->bfd);
+	ev_io_stop(s->loop, &s->bio);
+	ev_io_stop(s->loop, &s->cio);
+	pump_release(&s->up);
+	pump_release(&s->down);
+	pump_init(&s->down, -1, s->cfd, false);
+	s->state = SESS_REPLY;
+	s->reply = text;
+	s->first_close = result; /* kept for the log line */
+	if (pump_queue(&s->down, text, strlen(text)) == -1) {
+		sess_close(s, result, s->why);
+		return;
+	}
+	s->deadline = ev_now(s->loop) + SESS_REPLY_SECS;
+	sess_arm_timer(s, SESS_REPLY_SECS);
+	sess_update(s, false, true);
+}
+
+/* ---- SMTP phase ---- */
+
+static char *sess_dup_text(const char *text, size_t n)
+{
+	char *p = malloc(n + 1);
+
+	if (p != NULL) {
+		memcpy(p, text, n);
+		p[n] = '\0';
+	}
+	return p;
+}
+
+/* Keep what the log needs, stop observing: from here on the flows may
+ * splice (each once its user-space buffer is flushed). */
+static void sess_smtp_end(struct sess *s)
+{
+	struct sess_smtp *sm = s->smtp;
+
+	if (sm == NULL)
+		return;
+	if (sm->greeting.len > 0) {
+		s->greeting = sess_dup_text(sm->greeting.text, sm->greeting.len);
+		s->greeting_code = sm->greeting.code;
+	}
+	if (sm->cmd.is_helo)
+		s->helo = sess_dup_text(sm->cmd.arg,
+					sm->cmd.arg_len < SESS_HELO_LOG_MAX ?
+						sm->cmd.arg_len :
+						SESS_HELO_LOG_MAX);
+	s->up.observe = NULL;
+	s->down.observe = NULL;
+	s->smtp = NULL;
+	free(sm);
+}
+
+static void sess_observe_down(struct flow *f, const char *data, size_t n)
+{
+	struct sess *s = container_of(f, struct sess, down);
+
+	smtp_reply_feed(&s->smtp->greeting, data, n);
+	if (s->smtp->greeting.done && s->smtp->cmd.done)
+		sess_smtp_end(s);
+}
+
+static void sess_observe_up(struct flow *f, const char *data, size_t n)
+{
+	struct sess *s = container_of(f, struct sess, up);
+
+	if (!s->smtp->greeting.done)
+		s->early_talker = true;
+	smtp_cmd_feed(&s->smtp->cmd, data, n);
+	if (s->smtp->greeting.done && s->smtp->cmd.done)
+		sess_smtp_end(s);
+}
+
+/* ---- relay ---- */
+
+static void sess_flow_failed(struct sess *s, struct flow *f)
+{
+	bool up = f == &s->up;
+	const char *side;
+
+	if (f->err_where == PUMP_ERR_READ)
+		side = up ? "read client" : "read backend";
+	else
+		side = up ? "write backend" : "write client";
+	sess_set_why(s, "%s: %s", side, strerror(f->err));
+}
+
+/* The backend went away before saying anything. If the client has not
+ * sent anything either, the next backend can take over; otherwise the
+ * client still hears a proper 421 rather than a silent close. */
+static bool sess_backend_vanished(struct sess *s)
+{
+	char buf[ADDR_STRLEN];
+
+	/* A client that already closed needs nothing more. */
+	if (s->down.bytes > 0 || s->up_done)
+		return false;
+	sess_set_why(s, "backend %s closed without a greeting",
+		     addr_format(&s->baddr, buf, sizeof(buf)));
+	backend_connect_failed(s->fwd->backends[s->bi]);
+	if (s->up.bytes == 0) {
+		log_msg(LOG_LVL_WARN, "backend_failed", "forward %s: %s",
+			s->fwd->cfg->name, s->why);
+		pump_release(&s->up);
+		pump_release(&s->down);
+		free(s->smtp);
+		s->smtp = NULL;
+		s->connected = false;
+		ev_io_stop(s->loop, &s->bio);
+		ev_io_stop(s->loop, &s->cio);
+		sess_close_fd(&s->bfd);
+		s->state = SESS_CONNECT;
+		sess_connect_next(s);
+	} else {
+		sess_reply(s, "backend_unavailable", sess_reply_unavailable);
+	}
+	return true;
+}
+
+static void sess_update_relay(struct sess *s, bool run_up, bool run_down)
+{
+	int cev = 0, bev = 0;
+
+	if (run_up && !s->up_done)
+		s->up_want = pump_run(&s->up);
+	if (run_down && !s->down_done)
+		s->down_want = pump_run(&s->down);
+
+	if ((s->down_want & (PUMP_FAILED | PUMP_DONE)) && !s->down_done) {
+		if (sess_backend_vanished(s))
+			return;
+		s->down_done = true;
+		if (s->down_want & PUMP_FAILED) {
+			sess_flow_failed(s, &s->down);
+			sess_close(s, "error", s->why);
+			return;
+		}
+		if (s->first_close == NULL)
+			s->first_close = "backend closed";
+	}
+	if ((s->up_want & (PUMP_FAILED | PUMP_DONE)) && !s->up_done) {
+		s->up_done = true;
+		if (s->up_want & PUMP_FAILED) {
+			sess_flow_failed(s, &s->up);
+			sess_close(s, "error", s->why);
+			return;
+		}
+		if (s->first_close == NULL)
+			s->first_close = "client closed";
+	}
+	if (s->up_done && s->down_done) {
+		sess_close(s, "forwarded", s->first_close);
+		return;
+	}
+	if (!s->up_done) {
+		if (s->up_want & PUMP_SRC_READ)
+			cev |= EV_READ;
+		if (s->up_want & PUMP_DST_WRITE)
+			bev |= EV_WRITE;
+	}
+	if (!s->down_done) {
+		if (s->down_want & PUMP_SRC_READ)
+			bev |= EV_READ;
+		if (s->down_want & PUMP_DST_WRITE)
+			cev |= EV_WRITE;
+	}
+	sess_watch(s, &s->cio, s->cfd, cev);
+	sess_watch(s, &s->bio, s->bfd, bev);
+}
+
+static void sess_update_reply(struct sess *s)
+{
+	unsigned w = pump_run(&s->down);
+
+	if (w & PUMP_FAILED) {
+		sess_close(s, s->first_close, s->why);
+		return;
+	}
+	if (w & PUMP_DONE) {
+		/* Reply delivered and FIN sent: read until the client closes
+		 * so our close() does not turn into a reset. */
+		s->state = SESS_LINGER;
+		ev_io_stop(s->loop, &s->cio);
+		ev_set_cb(&s->cio, sess_linger_cb);
+		sess_watch(s, &s->cio, s->cfd, EV_READ);
+		return;
+	}
+	sess_watch(s, &s->cio, s->cfd, EV_WRITE);
+}
+
+static void sess_update(struct sess *s, bool run_up, bool run_down)
+{
+	if (s->state == SESS_RELAY)
+		sess_update_relay(s, run_up, run_down);
+	else if (s->state == SESS_REPLY)
+		sess_update_reply(s);
+}
+
+static void sess_client_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct sess *s = sess_of_cio(w);
+
+	s->last_active = ev_now(loop);
+	sess_update(s, revents & EV_READ, revents & EV_WRITE);
+}
+
+static void sess_connected(struct sess *s);
+
+static void sess_backend_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct sess *s = sess_of_bio(w);
+
+	s->last_active = ev_now(loop);
+	if (s->state == SESS_CONNECT) {
+		int err = 0;
+		socklen_t len = sizeof(err);
+		char buf[ADDR_STRLEN];
+
+		if (getsockopt(s->bfd, SOL_SOCKET, SO_ERROR, &err, &len) == -1)
+			err = errno;
+		if (err == 0) {
+			sess_connected(s);
+			return;
+		}
+		sess_set_why(s, "connect %s: %s",
+			     addr_format(&s->baddr, buf, sizeof(buf)),
+			     strerror(err));
+		backend_connect_failed(s->fwd->backends[s->bi]);
+		log_msg(LOG_LVL_WARN, "backend_failed", "forward %s: %s",
+			s->fwd->cfg->name, s->why);
+		ev_io_stop(loop, &s->bio);
+		sess_close_fd(&s->bfd);
+		sess_connect_next(s);
+		return;
+	}
+	sess_update(s, revents & EV_WRITE, revents & EV_READ);
+}
+
+static void sess_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct sess *s = container_of(w, struct sess, timer);
+	ev_tstamp now = ev_now(loop), next;
+	char buf[ADDR_STRLEN];
+
+	(void)revents;
+	switch (s->state) {
+	case SESS_CONNECT:
+		sess_set_why(s, "connect %s: timed out after %gs",
+			     addr_format(&s->baddr, buf, sizeof(buf)),
+			     s->fwd->cfg->connect_timeout);
+		log_msg(LOG_LVL_WARN, "backend_failed", "forward %s: %s",
+			s->fwd->cfg->name, s->why);
+		backend_connect_failed(s->fwd->backends[s->bi]);
+		ev_io_stop(loop, &s->bio);
+		sess_close_fd(&s->bfd);
+		sess_connect_next(s);
+		return;
+	case SESS_REPLY:
+	case SESS_LINGER:
+		sess_close(s, s->first_close, s->why);
+		return;
+	case SESS_RELAY:
+		break;
+	}
+	next = s->last_active + s->fwd->cfg->idle_timeout - now;
+	if (next <= 0) {
+		sess_close(s, "timeout", "idle timeout");
+		return;
+	}
+	if (s->smtp != NULL) {
+		if (now >= s->deadline) {
+			sess_smtp_end(s);
+			/* Let the flows switch to splice now. */
+			sess_update(s, true, true);
+			if (s->state != SESS_RELAY)
+				return; /* cannot happen: relay keeps going */
+		} else if (s->deadline - now < next) {
+			next = s->deadline - now;
+		}
+	}
+	sess_arm_timer(s, next);
+}
+
+static void sess_nodelay(int fd)
+{
+	int one = 1;
+
+	/* SMTP is a dialogue of short lines: do not let Nagle hold them. */
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+static void sess_connected(struct sess *s)
+{
+	const struct forward_cfg *cfg = s->fwd->cfg;
+	bool splice_ok = pump_splice_supported();
+	char hdr[PP_V2_MAX];
+	ssize_t n = 0;
+
+	s->state = SESS_RELAY;
+	s->connected = true;
+	sess_nodelay(s->bfd);
+	ev_io_stop(s->loop, &s->bio);
+	pump_init(&s->up, s->cfd, s->bfd, splice_ok);
+	pump_init(&s->down, s->bfd, s->cfd, splice_ok);
+	s->up_done = s->down_done = false;
+	s->up_want = PUMP_SRC_READ;
+	s->down_want = PUMP_SRC_READ;
+	if (cfg->proxy_protocol == PROXY_V1)
+		n = pp_encode_v1(hdr, sizeof(hdr), &s->client, &s->local);
+	else if (cfg->proxy_protocol == PROXY_V2)
+		n = pp_encode_v2(hdr, sizeof(hdr), &s->client, &s->local, NULL);
+	if (n < 0 || (n > 0 && pump_queue(&s->up, hdr, (size_t)n) == -1)) {
+		sess_set_why(s, "cannot build the PROXY header");
+		sess_reply(s, "error", sess_reply_unavailable);
+		return;
+	}
+	if (cfg->log_greeting) {
+		s->smtp = calloc(1, sizeof(*s->smtp));
+		if (s->smtp != NULL) {
+			smtp_reply_init(&s->smtp->greeting);
+			smtp_cmd_init(&s->smtp->cmd);
+			s->up.observe = sess_observe_up;
+			s->down.observe = sess_observe_down;
+		}
+	}
+	s->deadline = ev_now(s->loop) + SESS_SMTP_GRACE;
+	s->last_active = ev_now(s->loop);
+	sess_arm_timer(s, s->smtp != NULL && SESS_SMTP_GRACE < cfg->idle_timeout ?
+				  SESS_SMTP_GRACE :
+				  cfg->idle_timeout);
+	/* Write the PROXY header (if any) and read whatever is waiting. */
+	sess_update(s, true, true);
+}
+
+/* Start the next connect attempt, or give up with 421. */
+static void sess_connect_next(struct sess *s)
+{
+	const struct forward_cfg *cfg = s->fwd->cfg;
+	char buf[ADDR_STRLEN];
+
+	while (s->bi < s->fwd->nbackends) {
+		struct backend *b = s->fwd->backends[s->bi];
+		const union sockname *addrs;
+		size_t n = backend_addrs(b, &addrs);
+		int fd;
+
+		if (s->ai >= n) {
+			if (n == 0)
+				sess_set_why(s, "resolve %s: %s",
+					     backend_name(b), backend_error(b));
+			s->bi++;
+			s->ai = 0;
+			continue;
+		}
+		s->baddr = addrs[s->ai++];
+		addr_format(&s->baddr, buf, sizeof(buf));
+		fd = socket(s->baddr.sa.sa_family,
+			    SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		if (fd == -1) {
+			sess_set_why(s, "connect %s: %s", buf, strerror(errno));
+			continue;
+		}
+		s->bfd = fd;
+		sess_sockets++;
+		if (connect(fd, &s->baddr.sa, addr_len(&s->baddr)) == 0) {
+			sess_connected(s);
+			return;
+		}
+		if (errno == EINPROGRESS) {
+			s->state = SESS_CONNECT;
+			ev_set_cb(&s->bio, sess_backend_cb);
+			sess_watch(s, &s->bio, fd, EV_WRITE);
+			sess_arm_timer(s, cfg->connect_timeout);
+			return;
+		}
+		sess_set_why(s, "connect %s: %s", buf, strerror(errno));
+		log_msg(LOG_LVL_WARN, "backend_failed", "forward %s: %s",
+			cfg->name, s->why);
+		backend_connect_failed(b);
+		sess_close_fd(&s->bfd);
+	}
+	sess_reply(s, "backend_unavailable", sess_reply_unavailable);
+}
+
+void sess_start(struct ev_loop *loop, struct sess_forward *fwd, int fd,
+		const union sockname *client, const union sockname *local,
+		enum sess_admit admit, bool counted)
+{
+	struct sess *s = calloc(1, sizeof(*s));
+
+	if (s == NULL) {
+		close(fd);
+		if (counted)
+			acl_count_put(client);
+		return;
+	}
+	s->loop = loop;
+	s->fwd = fwd;
+	sess_forward_ref(fwd);
+	s->cfd = fd;
+	s->bfd = -1;
+	s->client = *client;
+	s->local = *local;
+	s->counted = counted;
+	s->started = s->last_active = ev_now(loop);
+	pump_init(&s->up, -1, -1, false);
+	pump_init(&s->down, -1, -1, false);
+	ev_io_init(&s->cio, sess_client_cb, fd, EV_READ);
+	ev_io_init(&s->bio, sess_backend_cb, -1, EV_READ);
+	ev_init(&s->timer, sess_timer_cb);
+	s->next = sess_list;
+	if (sess_list != NULL)
+		sess_list->pprev = &s->next;
+	sess_list = s;
+	s->pprev = &sess_list;
+	sess_count++;
+	sess_sockets++;
+	sess_nodelay(fd);
+
+	switch (admit) {
+	case SESS_DENIED:
+		sess_set_why(s, "client address denied");
+		sess_reply(s, "denied", sess_reply_denied);
+		break;
+	case SESS_LIMIT_IP:
+		sess_set_why(s, "max_per_ip %u reached", fwd->cfg->max_per_ip);
+		sess_reply(s, "limited", sess_reply_limit_ip);
+		break;
+	case SESS_LIMIT_TOTAL:
+		sess_set_why(s, "max_connections %u reached",
+			     fwd->config->max_connections);
+		sess_reply(s, "limited", sess_reply_limit_total);
+		break;
+	case SESS_ADMIT:
+		sess_connect_next(s);
+		break;
+	}
+}
