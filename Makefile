@@ -9,6 +9,7 @@ VERSION := 0.1.0
 
 PKGS := openssl inih
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+CMOCKA_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null || echo -lcmocka)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -lssl -lcrypto -linih)
 
 CFLAGS ?= -O2 -g
@@ -47,7 +48,7 @@ $(BUILD)/%.o: src/%.c
 
 $(BUILD)/tests/%: tests/unit/%.c $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Wno-missing-prototypes $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS) -lcmocka
+	$(CC) $(CFLAGS) -Wno-missing-prototypes $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS) $(CMOCKA_LIBS)
 
 # Installs what is missing (apt-get), only when something is missing.
 deps:
@@ -60,13 +61,16 @@ run: deps
 	@$(MAKE) --no-print-directory smtpfwd
 	./smtpfwd -c etc/smtpfwd.ini
 
+# Unit tests write JUnit XML, pytest too; tests/summary.py prints the one
+# summary line CI looks for and fails if anything failed.
 check: deps deps-test
 	@$(MAKE) --no-print-directory smtpfwd $(UNIT_BINS)
 	@rm -rf build/results && mkdir -p build/results
 	@status=0; \
 	for t in $(UNIT_BINS); do \
-		CMOCKA_MESSAGE_OUTPUT=xml CMOCKA_XML_FILE=build/results/unit-%g.xml $$t >/dev/null 2>&1 || status=1; \
-		$$t >/dev/null 2>build/results/$$(basename $$t).log || { status=1; cat build/results/$$(basename $$t).log; }; \
+		CMOCKA_MESSAGE_OUTPUT=xml CMOCKA_XML_FILE=build/results/unit-%g.xml \
+			$$t >build/results/$$(basename $$t).log 2>&1 || { \
+			status=1; echo "FAILED: $$t"; cat build/results/$$(basename $$t).log; }; \
 	done; \
 	SMTPFWD_BIN=$(CURDIR)/smtpfwd $(PYTHON) -m pytest -q -p no:cacheprovider \
 		--junitxml=build/results/integration.xml tests/integration || status=1; \

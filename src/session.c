@@ -43,6 +43,7 @@
 #define SESS_LINGER_BYTES (64 * 1024)
 /* Text kept for the log. */
 #define SESS_HELO_LOG_MAX 128
+#define SESS_JUNK_LOG_MAX 64
 
 static const char sess_reply_denied[] =
 	"554 5.7.1 Access denied: connections from your address are not accepted\r\n";
@@ -58,6 +59,7 @@ enum sess_state { SESS_CONNECT, SESS_RELAY, SESS_REPLY, SESS_LINGER };
 /* What the SMTP phase watches; freed when the phase ends. */
 struct sess_smtp {
 	struct smtp_reply greeting;
+	struct smtp_reply answer; /* the reply after the greeting */
 	struct smtp_cmd cmd;
 };
 
@@ -87,6 +89,7 @@ struct sess {
 	struct sess_smtp *smtp; /* non-NULL during the SMTP phase */
 	char *greeting; /* for the log, once the phase is over */
 	char *helo;
+	char *backend_error; /* first line of a 4xx/5xx answer */
 	uint16_t greeting_code;
 	bool counted;
 	bool connected;
@@ -107,6 +110,7 @@ static void *sess_empty_arg;
 
 static void sess_update(struct sess *s, bool run_up, bool run_down);
 static void sess_connect_next(struct sess *s);
+static void sess_smtp_end(struct sess *s);
 
 unsigned sess_active(void)
 {
@@ -241,7 +245,6 @@ static void sess_log(struct sess *s, const char *result, const char *reason)
 {
 	struct log_line l;
 	char buf[ADDR_STRLEN];
-	const struct smtp_reply *g = s->smtp != NULL ? &s->smtp->greeting : NULL;
 
 	log_begin(&l, LOG_LVL_INFO, "session");
 	if (!l.active)
@@ -255,21 +258,16 @@ static void sess_log(struct sess *s, const char *result, const char *reason)
 	log_str(&l, "reason", reason);
 	if (s->reply != NULL)
 		log_strn(&l, "reply", s->reply, strlen(s->reply) - 2);
-	if (g != NULL && g->len > 0) {
-		/* Closed during the SMTP phase: log what was seen. */
-		log_strn(&l, "greeting", g->text, g->len);
-		log_uint(&l, "greeting_code", g->code);
-	} else if (s->greeting != NULL) {
+	if (s->smtp != NULL)
+		sess_smtp_end(s); /* closed during the SMTP phase */
+	if (s->greeting != NULL) {
 		log_str(&l, "greeting", s->greeting);
 		log_uint(&l, "greeting_code", s->greeting_code);
 	}
-	if (s->smtp != NULL && s->smtp->cmd.is_helo)
-		log_strn(&l, "helo", s->smtp->cmd.arg,
-			 s->smtp->cmd.arg_len < SESS_HELO_LOG_MAX ?
-				 s->smtp->cmd.arg_len :
-				 SESS_HELO_LOG_MAX);
-	else if (s->helo != NULL)
+	if (s->helo != NULL)
 		log_str(&l, "helo", s->helo);
+	if (s->backend_error != NULL)
+		log_str(&l, "backend_error", s->backend_error);
 	if (s->connected)
 		log_bool(&l, "early_talker", s->early_talker);
 	log_str(&l, "tls", "no");
@@ -309,6 +307,7 @@ static void sess_close(struct sess *s, const char *result, const char *reason)
 	free(s->smtp);
 	free(s->greeting);
 	free(s->helo);
+	free(s->backend_error);
 	free(s);
 	if (--sess_count == 0 && sess_empty_cb != NULL)
 		sess_empty_cb(sess_empty_arg);
@@ -385,9 +384,17 @@ static void sess_smtp_end(struct sess *s)
 	if (sm == NULL)
 		return;
 	if (sm->greeting.len > 0) {
-		s->greeting = sess_dup_text(sm->greeting.text, sm->greeting.len);
+		/* Not SMTP at all: a taste is enough to tell the operator. */
+		size_t n = sm->greeting.code != 0 ? sm->greeting.len :
+			   sm->greeting.len < SESS_JUNK_LOG_MAX ? sm->greeting.len :
+								  SESS_JUNK_LOG_MAX;
+
+		s->greeting = sess_dup_text(sm->greeting.text, n);
 		s->greeting_code = sm->greeting.code;
 	}
+	if (sm->answer.code >= 400)
+		s->backend_error = sess_dup_text(sm->answer.text,
+						 strcspn(sm->answer.text, "\n"));
 	if (sm->cmd.is_helo)
 		s->helo = sess_dup_text(sm->cmd.arg,
 					sm->cmd.arg_len < SESS_HELO_LOG_MAX ?
@@ -399,12 +406,25 @@ static void sess_smtp_end(struct sess *s)
 	free(sm);
 }
 
+/* The phase is over once the greeting, the client's first line and the
+ * backend's answer to it (the EHLO reply, or the complaint of a backend
+ * that did not expect our PROXY header) have passed. */
+static bool sess_smtp_complete(const struct sess_smtp *sm)
+{
+	return sm->greeting.done && sm->cmd.done && sm->answer.done;
+}
+
 static void sess_observe_down(struct flow *f, const char *data, size_t n)
 {
 	struct sess *s = container_of(f, struct sess, down);
+	struct sess_smtp *sm = s->smtp;
+	size_t used = 0;
 
-	smtp_reply_feed(&s->smtp->greeting, data, n);
-	if (s->smtp->greeting.done && s->smtp->cmd.done)
+	if (!sm->greeting.done)
+		used = smtp_reply_feed(&sm->greeting, data, n);
+	if (used < n && !sm->answer.done)
+		smtp_reply_feed(&sm->answer, data + used, n - used);
+	if (sess_smtp_complete(sm))
 		sess_smtp_end(s);
 }
 
@@ -415,7 +435,7 @@ static void sess_observe_up(struct flow *f, const char *data, size_t n)
 	if (!s->smtp->greeting.done)
 		s->early_talker = true;
 	smtp_cmd_feed(&s->smtp->cmd, data, n);
-	if (s->smtp->greeting.done && s->smtp->cmd.done)
+	if (sess_smtp_complete(s->smtp))
 		sess_smtp_end(s);
 }
 
@@ -666,6 +686,7 @@ static void sess_connected(struct sess *s)
 		s->smtp = calloc(1, sizeof(*s->smtp));
 		if (s->smtp != NULL) {
 			smtp_reply_init(&s->smtp->greeting);
+			smtp_reply_init(&s->smtp->answer);
 			smtp_cmd_init(&s->smtp->cmd);
 			s->up.observe = sess_observe_up;
 			s->down.observe = sess_observe_down;
