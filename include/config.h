@@ -45,6 +45,8 @@ struct forward_cfg {
 	enum tls_mode tls;
 	char *tls_cert;
 	char *tls_key;
+	char *tls_protocols; /* NULL: TLSv1.2 minimum */
+	char *tls_ciphers; /* NULL: OpenSSL's defaults */
 	bool tls_required;
 	bool log_greeting;
 	bool reject_early_talkers;

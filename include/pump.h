@@ -9,10 +9,12 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "buffer.h"
 
 struct flow;
+struct ssl_st;
 
 /* Called with each chunk read while set (copy mode only: a flow with an
  * observer never splices). */
@@ -28,6 +30,9 @@ struct flow {
 	struct buffer buf; /* bytes read but not yet written */
 	uint64_t bytes; /* bytes delivered to dst */
 	pump_observe_fn *observe;
+	struct ssl_st *src_ssl; /* read src through TLS (borrowed) */
+	struct ssl_st *dst_ssl; /* write dst through TLS (borrowed) */
+	uint32_t ssl_wlen; /* length of an SSL_write to retry, 0 */
 	int err; /* errno of the failure, 0 */
 	uint8_t err_where; /* enum pump_where */
 	bool eof; /* src reached end of stream */
@@ -40,8 +45,8 @@ struct flow {
 /* What pump_run() waits for (a bit mask). */
 enum pump_want {
 	PUMP_SRC_READ = 1 << 0,
-	PUMP_SRC_WRITE = 1 << 1, /* reserved for TLS renegotiation on src */
-	PUMP_DST_READ = 1 << 2, /* reserved for TLS on dst */
+	PUMP_SRC_WRITE = 1 << 1, /* TLS on src needs to write to read */
+	PUMP_DST_READ = 1 << 2, /* TLS on dst needs to read to write */
 	PUMP_DST_WRITE = 1 << 3,
 	PUMP_DONE = 1 << 4, /* EOF passed on: nothing more will move */
 	PUMP_FAILED = 1 << 5, /* see err, err_where */
@@ -56,6 +61,15 @@ unsigned pump_run(struct flow *f);
 /* Queue bytes to be written to dst before anything read from src (a PROXY
  * header, or the proxy's own reply). Returns -1 when they do not fit. */
 int pump_queue(struct flow *f, const void *data, size_t n);
+
+/* For code that looks at every byte (the STARTTLS dialogue): read from
+ * src into buf (TLS-aware, counted in bytes). Returns >0, 0 at EOF, or
+ * -1 with the wants (or PUMP_FAILED) in *want. */
+ssize_t pump_read(struct flow *f, char *buf, size_t n, unsigned *want);
+
+/* Deliver what is queued, without reading src. Returns 0 once nothing
+ * is left, else the wants (or PUMP_FAILED). */
+unsigned pump_flush(struct flow *f);
 
 /* Bytes read but not yet delivered (buffer plus pipe). */
 size_t pump_pending(const struct flow *f);

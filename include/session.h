@@ -14,6 +14,7 @@
 
 struct ev_loop;
 struct backend;
+struct tls_ctx;
 
 /* One forward as its sessions see it. Reference-counted: the listener
  * holds one reference, each session another, so a reload can swap in a
@@ -23,12 +24,15 @@ struct sess_forward {
 	struct config *config; /* kept alive through config_ref() */
 	struct backend **backends;
 	size_t nbackends;
+	struct tls_ctx *tls; /* certificates as read at start or reload */
 	unsigned refs;
 };
 
+/* Resolves backends, loads certificates. NULL with a message in err. */
 struct sess_forward *sess_forward_new(struct ev_loop *loop,
 				      struct config *config,
-				      const struct forward_cfg *cfg);
+				      const struct forward_cfg *cfg, char *err,
+				      size_t errlen);
 void sess_forward_ref(struct sess_forward *f);
 void sess_forward_unref(struct sess_forward *f);
 

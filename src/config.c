@@ -471,6 +471,20 @@ static void config_key_tls_key(struct config_parse *p, const char *key,
 	config_set_string(&config_cur_fwd(p)->tls_key, v);
 }
 
+static void config_key_tls_protocols(struct config_parse *p, const char *key,
+				     char *v)
+{
+	(void)key;
+	config_set_string(&config_cur_fwd(p)->tls_protocols, v);
+}
+
+static void config_key_tls_ciphers(struct config_parse *p, const char *key,
+				   char *v)
+{
+	(void)key;
+	config_set_string(&config_cur_fwd(p)->tls_ciphers, v);
+}
+
 struct config_key {
 	enum config_section sec;
 	const char *name;
@@ -498,6 +512,8 @@ static const struct config_key config_keys[] = {
 	{ SEC_FORWARD, "tls", config_key_tls, false },
 	{ SEC_FORWARD, "tls_cert", config_key_tls_cert, false },
 	{ SEC_FORWARD, "tls_key", config_key_tls_key, false },
+	{ SEC_FORWARD, "tls_protocols", config_key_tls_protocols, false },
+	{ SEC_FORWARD, "tls_ciphers", config_key_tls_ciphers, false },
 	{ SEC_FORWARD, "tls_required", config_key_tls_required, false },
 	{ SEC_FORWARD, "log_greeting", config_key_log_greeting, false },
 	{ SEC_FORWARD, "reject_early_talkers", config_key_early, false },
@@ -742,14 +758,14 @@ static char *config_reader(char *out, int num, void *stream)
 		free(line);
 		return config_reader_blank(p, out, num);
 	}
-	p->content = *s != '\0' && *s != ';' && *s != '#' && *s != '[';
-	/* inih's multi-line values: an indented line after a key. */
-	p->continuation = p->content && s > start && p->have_prev;
-	if (*s == '[') {
-		/* Given to inih without its indent, so that it too takes it
-		 * as a section header and not as a continuation line. */
+	/* inih's multi-line values: an indented line after a key, even one
+	 * that starts with '[' ("    [::1]:25"). */
+	p->continuation = *s != '\0' && *s != ';' && *s != '#' &&
+			  s > start && p->have_prev;
+	p->content = *s != '\0' && *s != ';' && *s != '#' &&
+		     (*s != '[' || p->continuation);
+	if (*s == '[' && !p->continuation) {
 		config_section_start(p, s);
-		p->have_prev = false;
 		if (strchr(s, ']') == NULL) {
 			config_error(p, p->lineno, "section header without ']'",
 				     p->name, p->lineno);
@@ -757,8 +773,17 @@ static char *config_reader(char *out, int num, void *stream)
 			free(line);
 			return config_reader_blank(p, out, num);
 		}
-		start = s;
-		len = strlen(s);
+		p->have_prev = false; /* as inih clears prev_name */
+	}
+	if (p->continuation) {
+		/* inih strips " ; comment" from key lines but (in Debian's
+		 * r55) not from continuation lines: do it here, same rule. */
+		for (char *c = s + 1; *c; c++)
+			if (*c == ';' && isspace((unsigned char)c[-1])) {
+				*c = '\0';
+				len = (size_t)(c - start);
+				break;
+			}
 	}
 	memcpy(out, start, len);
 	out[len] = '\n';
@@ -967,6 +992,8 @@ void config_unref(struct config *cfg)
 		free(f->acl.deny);
 		free(f->tls_cert);
 		free(f->tls_key);
+		free(f->tls_protocols);
+		free(f->tls_ciphers);
 	}
 	free(cfg->fwd);
 	free(cfg->user);

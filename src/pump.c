@@ -13,6 +13,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
 #include "pipepool.h"
 
 /* Fairness: one call moves at most this much before yielding to the loop
@@ -70,22 +73,115 @@ static unsigned pump_fail(struct flow *f, int err, enum pump_where where)
 	return PUMP_FAILED;
 }
 
+/* What a failed SSL_read/SSL_write means for the pump. */
+static unsigned pump_ssl_error(struct flow *f, SSL *ssl, int rc,
+			       enum pump_where where, bool *eof)
+{
+	int e = SSL_get_error(ssl, rc);
+
+	switch (e) {
+	case SSL_ERROR_WANT_READ:
+		return where == PUMP_ERR_READ ? PUMP_SRC_READ : PUMP_DST_READ;
+	case SSL_ERROR_WANT_WRITE:
+		return where == PUMP_ERR_READ ? PUMP_SRC_WRITE : PUMP_DST_WRITE;
+	case SSL_ERROR_ZERO_RETURN:
+		if (eof != NULL) {
+			*eof = true;
+			return 0;
+		}
+		return pump_fail(f, EPIPE, where);
+	case SSL_ERROR_SYSCALL:
+		if (errno == 0 && eof != NULL) {
+			*eof = true;
+			return 0;
+		}
+		return pump_fail(f, errno != 0 ? errno : EPIPE, where);
+	default:
+		ERR_clear_error();
+		return pump_fail(f, EPROTO, where);
+	}
+}
+
+/* One write to dst; returns bytes written, or -1 with wants in *w. */
+static ssize_t pump_send(struct flow *f, const char *p, size_t n, unsigned *w)
+{
+	ssize_t r;
+
+	if (f->dst_ssl != NULL) {
+		int rc;
+
+		/* OpenSSL wants a retried write to carry the same length. */
+		if (f->ssl_wlen != 0 && f->ssl_wlen <= n)
+			n = f->ssl_wlen;
+		else if (n > 16384)
+			n = 16384;
+		ERR_clear_error();
+		rc = SSL_write(f->dst_ssl, p, (int)n);
+		if (rc > 0) {
+			f->ssl_wlen = 0;
+			return rc;
+		}
+		f->ssl_wlen = (uint32_t)n;
+		*w = pump_ssl_error(f, f->dst_ssl, rc, PUMP_ERR_WRITE, NULL);
+		return -1;
+	}
+	for (;;) {
+		r = send(f->dst, p, n, MSG_NOSIGNAL);
+		if (r != -1 || errno != EINTR)
+			break;
+	}
+	if (r == -1) {
+		if (errno == EAGAIN || errno == EWOULDBLOCK)
+			*w = PUMP_DST_WRITE;
+		else
+			*w = pump_fail(f, errno, PUMP_ERR_WRITE);
+	}
+	return r;
+}
+
+/* One read from src; returns >0, 0 at EOF, or -1 with wants in *w. */
+static ssize_t pump_recv(struct flow *f, char *p, size_t n, unsigned *w)
+{
+	ssize_t r;
+
+	if (f->src_ssl != NULL) {
+		bool eof = false;
+		int rc;
+
+		ERR_clear_error();
+		errno = 0;
+		rc = SSL_read(f->src_ssl, p, n > INT32_MAX ? INT32_MAX : (int)n);
+		if (rc > 0)
+			return rc;
+		*w = pump_ssl_error(f, f->src_ssl, rc, PUMP_ERR_READ, &eof);
+		return eof ? 0 : -1;
+	}
+	for (;;) {
+		r = recv(f->src, p, n, 0);
+		if (r != -1 || errno != EINTR)
+			break;
+	}
+	if (r == -1) {
+		if (errno == EAGAIN || errno == EWOULDBLOCK)
+			*w = PUMP_SRC_READ;
+		else
+			*w = pump_fail(f, errno, PUMP_ERR_READ);
+	}
+	return r;
+}
+
 /* Write buffered bytes. Returns 0 when the buffer drained, or wants. */
 static unsigned pump_flush_buffer(struct flow *f)
 {
 	while (!buffer_empty(&f->buf)) {
 		size_t avail;
 		const char *p = buffer_read_ptr(&f->buf, &avail);
-		ssize_t w = send(f->dst, p, avail, MSG_NOSIGNAL);
+		unsigned w = 0;
+		ssize_t r = pump_send(f, p, avail, &w);
 
-		if (w == -1) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN || errno == EWOULDBLOCK)
-				return PUMP_DST_WRITE;
-			return pump_fail(f, errno, PUMP_ERR_WRITE);
-		}
-		buffer_consume(&f->buf, (size_t)w);
+		if (r == -1)
+			return w;
+		buffer_consume(&f->buf, (size_t)r);
 	}
 	return 0;
 }
@@ -116,6 +212,12 @@ static unsigned pump_flush_pipe(struct flow *f)
 static unsigned pump_finish(struct flow *f)
 {
 	if (!f->shut) {
+		/* close_notify first, best effort: the TCP FIN follows. */
+		if (f->dst_ssl != NULL) {
+			ERR_clear_error();
+			SSL_shutdown(f->dst_ssl);
+			ERR_clear_error();
+		}
 		/* ENOTCONN: the peer already went away; nothing to tell it. */
 		if (shutdown(f->dst, SHUT_WR) == -1 && errno != ENOTCONN)
 			return pump_fail(f, errno, PUMP_ERR_WRITE);
@@ -175,32 +277,36 @@ static ssize_t pump_copy_in(struct flow *f, unsigned *w)
 		*w = pump_fail(f, ENOMEM, PUMP_ERR_READ);
 		return -1;
 	}
-	for (;;) {
-		r = recv(f->src, p, space, 0);
-		if (r != -1 || errno != EINTR)
-			break;
-	}
-	if (r == -1) {
-		int e = errno;
-
-		/* Hand the unused chunk back: idle sessions hold no memory. */
-		if (buffer_empty(&f->buf))
-			buffer_release(&f->buf);
-		if (e == EAGAIN || e == EWOULDBLOCK) {
-			*w = PUMP_SRC_READ;
-			return -1;
-		}
-		*w = pump_fail(f, e, PUMP_ERR_READ);
-		return -1;
-	}
+	r = pump_recv(f, p, space, w);
 	if (r > 0) {
 		if (f->observe != NULL)
 			f->observe(f, p, (size_t)r);
 		buffer_produce(&f->buf, (size_t)r);
 	} else if (buffer_empty(&f->buf)) {
+		/* Hand the unused chunk back: idle sessions hold no memory. */
 		buffer_release(&f->buf);
 	}
 	return r;
+}
+
+ssize_t pump_read(struct flow *f, char *buf, size_t n, unsigned *want)
+{
+	ssize_t r = pump_recv(f, buf, n, want);
+
+	if (r > 0) {
+		f->bytes += (uint64_t)r;
+		f->copied = true;
+	} else if (r == 0) {
+		f->eof = true;
+	}
+	return r;
+}
+
+unsigned pump_flush(struct flow *f)
+{
+	unsigned w = pump_flush_buffer(f);
+
+	return w != 0 ? w : pump_flush_pipe(f);
 }
 
 unsigned pump_run(struct flow *f)
@@ -221,11 +327,14 @@ unsigned pump_run(struct flow *f)
 			f->eof = true;
 			return pump_finish(f);
 		}
-		if (moved >= PUMP_ROUND_BYTES)
+		/* TLS may hold decrypted bytes no poll will announce: read
+		 * those to the end rather than yield. */
+		if (moved >= PUMP_ROUND_BYTES && f->src_ssl == NULL)
 			return PUMP_SRC_READ;
 
 		r = -2;
-		if (f->splice_ok && f->observe == NULL && !pump_no_splice) {
+		if (f->splice_ok && f->observe == NULL && !pump_no_splice &&
+		    f->src_ssl == NULL && f->dst_ssl == NULL) {
 			r = pump_splice_in(f, &w);
 			if (r > 0) {
 				f->in_pipe += (uint32_t)r;

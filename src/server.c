@@ -91,7 +91,7 @@ static int server_gen_open(struct server *srv, struct server_gen *g,
 {
 	const struct config *cfg = g->cfg;
 	size_t i, j, k, n = 0;
-	char buf[ADDR_STRLEN];
+	char buf[512];
 
 	for (i = 0; i < cfg->nfwd; i++)
 		n += cfg->fwd[i].nlisten;
@@ -103,9 +103,13 @@ static int server_gen_open(struct server *srv, struct server_gen *g,
 	for (i = 0, k = 0; i < cfg->nfwd; i++) {
 		const struct forward_cfg *f = &cfg->fwd[i];
 
-		g->fwd[i] = sess_forward_new(srv->loop, g->cfg, f);
-		if (g->fwd[i] == NULL)
-			goto nomem;
+		g->fwd[i] = sess_forward_new(srv->loop, g->cfg, f, buf,
+					     sizeof(buf));
+		if (g->fwd[i] == NULL) {
+			log_msg(LOG_LVL_ERROR, "config", "%s:%d: [forward %s]: %s",
+				cfg->path, f->line, f->name, buf);
+			return -1;
+		}
 		for (j = 0; j < f->nlisten; j++, k++) {
 			const union sockname *a = &f->listen[j].sa;
 			int e;

@@ -32,6 +32,10 @@
 #include "proxyproto.h"
 #include "pump.h"
 #include "smtp.h"
+#include "starttls.h"
+#include "tls.h"
+
+#include <openssl/ssl.h>
 
 /* The SMTP phase ends this long after the relay started even if the
  * greeting or the first command never completed: inspection must never
@@ -41,6 +45,10 @@
 #define SESS_REPLY_SECS 5.0
 /* Bytes of client input we are willing to read and drop while lingering. */
 #define SESS_LINGER_BYTES (64 * 1024)
+/* A TLS handshake must finish within this (or idle_timeout if less). */
+#define SESS_HANDSHAKE_SECS 30.0
+/* Client bytes held while the STARTTLS dialogue waits for a reply. */
+#define SESS_STARTTLS_IN (4 * SMTP_LINE_MAX)
 /* Text kept for the log. */
 #define SESS_HELO_LOG_MAX 128
 #define SESS_JUNK_LOG_MAX 64
@@ -54,7 +62,14 @@ static const char sess_reply_limit_total[] =
 static const char sess_reply_unavailable[] =
 	"421 4.4.1 Mail server temporarily unavailable, try again later\r\n";
 
-enum sess_state { SESS_CONNECT, SESS_RELAY, SESS_REPLY, SESS_LINGER };
+enum sess_state {
+	SESS_HANDSHAKE, /* TLS handshake with the client */
+	SESS_CONNECT,
+	SESS_STARTTLS, /* the plaintext dialogue of tls=starttls */
+	SESS_RELAY,
+	SESS_REPLY,
+	SESS_LINGER,
+};
 
 /* What the SMTP phase watches; freed when the phase ends. */
 struct sess_smtp {
@@ -87,6 +102,9 @@ struct sess {
 	unsigned up_want;
 	unsigned down_want;
 	struct sess_smtp *smtp; /* non-NULL during the SMTP phase */
+	SSL *ssl; /* client side, once TLS is started */
+	struct starttls *st; /* during the STARTTLS dialogue */
+	struct buffer cin; /* client bytes the dialogue has not taken yet */
 	char *greeting; /* for the log, once the phase is over */
 	char *helo;
 	char *backend_error; /* first line of a 4xx/5xx answer */
@@ -96,6 +114,7 @@ struct sess {
 	bool early_talker;
 	bool up_done;
 	bool down_done;
+	bool tls_up; /* handshake finished */
 	size_t lingered; /* client bytes dropped while lingering */
 	const char *reply; /* our own reply, if any */
 	const char *first_close; /* "client closed" / "backend closed" */
@@ -133,11 +152,13 @@ void sess_on_empty(void (*cb)(void *arg), void *arg)
 
 struct sess_forward *sess_forward_new(struct ev_loop *loop,
 				      struct config *config,
-				      const struct forward_cfg *cfg)
+				      const struct forward_cfg *cfg, char *err,
+				      size_t errlen)
 {
 	struct sess_forward *f = calloc(1, sizeof(*f));
 	size_t i;
 
+	snprintf(err, errlen, "out of memory");
 	if (f == NULL)
 		return NULL;
 	f->backends = calloc(cfg->nbackend, sizeof(*f->backends));
@@ -148,6 +169,15 @@ struct sess_forward *sess_forward_new(struct ev_loop *loop,
 	f->cfg = cfg;
 	f->config = config_ref(config);
 	f->refs = 1;
+	if (cfg->tls != TLS_OFF) {
+		f->tls = tls_ctx_new(cfg->tls_cert, cfg->tls_key,
+				     cfg->tls_protocols, cfg->tls_ciphers, err,
+				     errlen);
+		if (f->tls == NULL) {
+			sess_forward_unref(f);
+			return NULL;
+		}
+	}
 	for (i = 0; i < cfg->nbackend; i++) {
 		f->backends[i] = backend_new(loop, &cfg->backend[i]);
 		if (f->backends[i] == NULL) {
@@ -179,6 +209,7 @@ void sess_forward_unref(struct sess_forward *f)
 	for (i = 0; i < f->nbackends; i++)
 		backend_free(f->backends[i]);
 	free(f->backends);
+	tls_ctx_free(f->tls);
 	config_unref(f->config);
 	free(f);
 }
@@ -270,7 +301,16 @@ static void sess_log(struct sess *s, const char *result, const char *reason)
 		log_str(&l, "backend_error", s->backend_error);
 	if (s->connected)
 		log_bool(&l, "early_talker", s->early_talker);
-	log_str(&l, "tls", "no");
+	if (s->tls_up) {
+		const char *sni = tls_sni(s->ssl);
+
+		log_str(&l, "tls", tls_version(s->ssl));
+		log_str(&l, "cipher", tls_cipher(s->ssl));
+		if (sni != NULL)
+			log_str(&l, "sni", sni);
+	} else {
+		log_str(&l, "tls", "no");
+	}
 	log_str(&l, "pump", sess_pump_str(s));
 	log_uint(&l, "bytes_up", s->up.bytes);
 	log_uint(&l, "bytes_down", s->down.bytes);
@@ -296,6 +336,12 @@ static void sess_close(struct sess *s, const char *result, const char *reason)
 	sess_log(s, result, reason);
 	pump_release(&s->up);
 	pump_release(&s->down);
+	buffer_release(&s->cin);
+	if (s->ssl != NULL) {
+		SSL_free(s->ssl);
+		s->ssl = NULL;
+	}
+	free(s->st);
 	sess_close_fd(&s->cfd);
 	sess_close_fd(&s->bfd);
 	if (s->counted)
@@ -350,6 +396,10 @@ static void sess_reply(struct sess *s, const char *result, const char *text)
 	pump_release(&s->up);
 	pump_release(&s->down);
 	pump_init(&s->down, -1, s->cfd, false);
+	if (s->tls_up)
+		s->down.dst_ssl = s->ssl;
+	free(s->st);
+	s->st = NULL;
 	s->state = SESS_REPLY;
 	s->reply = text;
 	s->first_close = result; /* kept for the log line */
@@ -473,6 +523,8 @@ static bool sess_backend_vanished(struct sess *s)
 		pump_release(&s->down);
 		free(s->smtp);
 		s->smtp = NULL;
+		free(s->st);
+		s->st = NULL;
 		s->connected = false;
 		ev_io_stop(s->loop, &s->bio);
 		ev_io_stop(s->loop, &s->cio);
@@ -508,6 +560,11 @@ static void sess_update_relay(struct sess *s, bool run_up, bool run_down)
 	}
 	if ((s->up_want & (PUMP_FAILED | PUMP_DONE)) && !s->up_done) {
 		s->up_done = true;
+		/* A reset after the backend said goodbye (221 to QUIT) ends
+		 * nothing that mattered: many clients close that way. */
+		if ((s->up_want & PUMP_FAILED) && s->down_done &&
+		    s->up.err_where == PUMP_ERR_READ && s->up.err == ECONNRESET)
+			s->up_want = PUMP_DONE;
 		if (s->up_want & PUMP_FAILED) {
 			sess_flow_failed(s, &s->up);
 			sess_close(s, "error", s->why);
@@ -556,12 +613,249 @@ static void sess_update_reply(struct sess *s)
 	sess_watch(s, &s->cio, s->cfd, EV_WRITE);
 }
 
+/* ---- tls = starttls: the plaintext dialogue ---- */
+
+static int sess_events(unsigned want)
+{
+	int ev = 0;
+
+	if (want & (PUMP_SRC_READ | PUMP_DST_READ))
+		ev |= EV_READ;
+	if (want & (PUMP_SRC_WRITE | PUMP_DST_WRITE))
+		ev |= EV_WRITE;
+	return ev;
+}
+
+static void sess_tls_begin(struct sess *s);
+
+/* The dialogue is over: everything from here is relayed blindly. */
+static void sess_starttls_to_relay(struct sess *s)
+{
+	size_t avail;
+	const char *p = buffer_read_ptr(&s->cin, &avail);
+
+	if (p != NULL && pump_queue(&s->up, p, avail) == -1) {
+		sess_set_why(s, "STARTTLS dialogue: client input too large");
+		sess_close(s, "error", s->why);
+		return;
+	}
+	buffer_release(&s->cin);
+	free(s->st);
+	s->st = NULL;
+	s->state = SESS_RELAY;
+	s->up_want = s->down_want = PUMP_SRC_READ;
+	sess_update(s, true, true);
+}
+
+/* Read client input while the dialogue can use it. Returns false when
+ * the session ended. */
+static bool sess_starttls_client_in(struct sess *s, unsigned *cw,
+				    bool *progress)
+{
+	struct starttls *st = s->st;
+	size_t space, used = buffer_used(&s->cin);
+	unsigned w = 0;
+	ssize_t r;
+	char *p;
+
+	/* Never read during the handshake phase: those bytes are TLS. */
+	if (s->up.eof || used >= SESS_STARTTLS_IN ||
+	    (st->phase != STARTTLS_GREETING && st->phase != STARTTLS_COMMAND &&
+	     st->phase != STARTTLS_REPLY))
+		return true;
+	p = buffer_write_ptr(&s->cin, &space);
+	if (p == NULL) {
+		sess_set_why(s, "out of memory");
+		sess_close(s, "error", s->why);
+		return false;
+	}
+	if (space > SESS_STARTTLS_IN - used)
+		space = SESS_STARTTLS_IN - used;
+	r = pump_read(&s->up, p, space, &w);
+	if (r > 0) {
+		if (s->smtp != NULL)
+			sess_observe_up(&s->up, p, (size_t)r);
+		buffer_produce(&s->cin, (size_t)r);
+		*progress = true;
+	} else if (r == -1 && (w & PUMP_FAILED)) {
+		sess_flow_failed(s, &s->up);
+		sess_close(s, "error", s->why);
+		return false;
+	} else {
+		*cw |= w;
+	}
+	if (buffer_empty(&s->cin))
+		buffer_release(&s->cin);
+	return true;
+}
+
+static bool sess_starttls_backend_in(struct sess *s, unsigned *bw,
+				     bool *progress)
+{
+	struct starttls *st = s->st;
+	char tmp[2048];
+	unsigned w = 0;
+	ssize_t r;
+	long used;
+
+	if (s->down.eof || st->phase == STARTTLS_HANDSHAKE ||
+	    st->phase == STARTTLS_RELAY)
+		return true;
+	r = pump_read(&s->down, tmp, sizeof(tmp), &w);
+	if (r == -1) {
+		if (!(w & PUMP_FAILED)) {
+			*bw |= w;
+			return true;
+		}
+		sess_flow_failed(s, &s->down);
+		sess_close(s, "error", s->why);
+		return false;
+	}
+	if (r == 0)
+		return true; /* eof: the caller switches to relaying */
+	*progress = true;
+	if (s->smtp != NULL)
+		sess_observe_down(&s->down, tmp, (size_t)r);
+	used = starttls_backend(st, tmp, (size_t)r, &s->down.buf);
+	if (used == -1 || (used < r && pump_queue(&s->down, tmp + used,
+						  (size_t)(r - used)) == -1)) {
+		sess_set_why(s, "STARTTLS dialogue: backend reply too large");
+		sess_close(s, "error", s->why);
+		return false;
+	}
+	return true;
+}
+
+static void sess_starttls_run(struct sess *s)
+{
+	struct starttls *st = s->st;
+	bool progress = true;
+	unsigned cw = 0, bw = 0, w;
+
+	while (progress) {
+		progress = false;
+		cw = bw = 0;
+		if (!sess_starttls_client_in(s, &cw, &progress))
+			return;
+		while (!buffer_empty(&s->cin) && (st->phase == STARTTLS_COMMAND ||
+						  st->phase == STARTTLS_HANDSHAKE)) {
+			size_t avail;
+			const char *p = buffer_read_ptr(&s->cin, &avail);
+			long used = starttls_client(st, p, avail, &s->up.buf,
+						    &s->down.buf);
+
+			if (used == -1) {
+				sess_set_why(s, "STARTTLS dialogue: output too large");
+				sess_close(s, "error", s->why);
+				return;
+			}
+			if (used == 0)
+				break;
+			buffer_consume(&s->cin, (size_t)used);
+			progress = true;
+		}
+		if (!sess_starttls_backend_in(s, &bw, &progress))
+			return;
+		w = pump_flush(&s->up);
+		if (w & PUMP_FAILED) {
+			sess_flow_failed(s, &s->up);
+			sess_close(s, "error", s->why);
+			return;
+		}
+		bw |= w;
+		w = pump_flush(&s->down);
+		if (w & PUMP_FAILED) {
+			sess_flow_failed(s, &s->down);
+			sess_close(s, "error", s->why);
+			return;
+		}
+		cw |= w;
+	}
+	if (st->phase == STARTTLS_HANDSHAKE && buffer_empty(&s->down.buf)) {
+		/* The 220 is out. Whatever the client sent after STARTTLS is
+		 * gone; the next byte from it must be TLS. */
+		buffer_release(&s->cin);
+		ev_io_stop(s->loop, &s->bio);
+		sess_tls_begin(s);
+		return;
+	}
+	if (st->phase == STARTTLS_RELAY || s->up.eof || s->down.eof) {
+		sess_starttls_to_relay(s);
+		return;
+	}
+	sess_watch(s, &s->cio, s->cfd, sess_events(cw));
+	sess_watch(s, &s->bio, s->bfd, sess_events(bw));
+}
+
 static void sess_update(struct sess *s, bool run_up, bool run_down)
 {
 	if (s->state == SESS_RELAY)
 		sess_update_relay(s, run_up, run_down);
 	else if (s->state == SESS_REPLY)
 		sess_update_reply(s);
+	else if (s->state == SESS_STARTTLS)
+		sess_starttls_run(s);
+}
+
+/* ---- TLS with the client ---- */
+
+static void sess_connected(struct sess *s);
+
+/* The handshake finished (implicit TLS: before the backend is chosen;
+ * STARTTLS: in the middle of the dialogue). */
+static void sess_tls_ready(struct sess *s)
+{
+	s->tls_up = true;
+	ev_io_stop(s->loop, &s->cio);
+	if (s->st == NULL) {
+		sess_connect_next(s);
+		return;
+	}
+	starttls_tls_done(s->st);
+	s->up.src_ssl = s->ssl;
+	s->down.dst_ssl = s->ssl;
+	s->up.splice_ok = s->down.splice_ok = false;
+	s->state = SESS_STARTTLS;
+	s->last_active = ev_now(s->loop);
+	sess_arm_timer(s, s->fwd->cfg->idle_timeout);
+	sess_starttls_run(s);
+}
+
+static void sess_handshake_step(struct sess *s)
+{
+	char err[200];
+	int want = 0;
+	int rc = tls_handshake(s->ssl, &want, err, sizeof(err));
+
+	if (rc == 1) {
+		sess_watch(s, &s->cio, s->cfd,
+			   want == TLS_WANT_READ ? EV_READ : EV_WRITE);
+		return;
+	}
+	if (rc == -1) {
+		sess_set_why(s, "TLS handshake: %s", err);
+		sess_close(s, "tls_failed", s->why);
+		return;
+	}
+	sess_tls_ready(s);
+}
+
+static void sess_tls_begin(struct sess *s)
+{
+	double limit = s->fwd->cfg->idle_timeout < SESS_HANDSHAKE_SECS ?
+			       s->fwd->cfg->idle_timeout :
+			       SESS_HANDSHAKE_SECS;
+
+	s->ssl = tls_new(s->fwd->tls, s->cfd);
+	if (s->ssl == NULL) {
+		sess_set_why(s, "TLS: cannot set up a session");
+		sess_close(s, "tls_failed", s->why);
+		return;
+	}
+	s->state = SESS_HANDSHAKE;
+	s->deadline = ev_now(s->loop) + limit;
+	sess_arm_timer(s, limit);
+	sess_handshake_step(s);
 }
 
 static void sess_client_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -569,10 +863,16 @@ static void sess_client_cb(struct ev_loop *loop, ev_io *w, int revents)
 	struct sess *s = sess_of_cio(w);
 
 	s->last_active = ev_now(loop);
-	sess_update(s, revents & EV_READ, revents & EV_WRITE);
+	if (s->state == SESS_HANDSHAKE) {
+		sess_handshake_step(s);
+		return;
+	}
+	/* Over TLS either flow may be waiting on either direction. */
+	if (s->ssl != NULL)
+		sess_update(s, true, true);
+	else
+		sess_update(s, revents & EV_READ, revents & EV_WRITE);
 }
-
-static void sess_connected(struct sess *s);
 
 static void sess_backend_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
@@ -623,10 +923,15 @@ static void sess_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		sess_close_fd(&s->bfd);
 		sess_connect_next(s);
 		return;
+	case SESS_HANDSHAKE:
+		sess_set_why(s, "TLS handshake: timed out");
+		sess_close(s, "tls_failed", s->why);
+		return;
 	case SESS_REPLY:
 	case SESS_LINGER:
 		sess_close(s, s->first_close, s->why);
 		return;
+	case SESS_STARTTLS:
 	case SESS_RELAY:
 		break;
 	}
@@ -640,8 +945,8 @@ static void sess_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 			sess_smtp_end(s);
 			/* Let the flows switch to splice now. */
 			sess_update(s, true, true);
-			if (s->state != SESS_RELAY)
-				return; /* cannot happen: relay keeps going */
+			if (s->state != SESS_RELAY && s->state != SESS_STARTTLS)
+				return; /* the session ended meanwhile */
 		} else if (s->deadline - now < next) {
 			next = s->deadline - now;
 		}
@@ -660,7 +965,8 @@ static void sess_nodelay(int fd)
 static void sess_connected(struct sess *s)
 {
 	const struct forward_cfg *cfg = s->fwd->cfg;
-	bool splice_ok = pump_splice_supported();
+	bool splice_ok = pump_splice_supported() && cfg->tls == TLS_OFF;
+	struct pp_tls tls_facts;
 	char hdr[PP_V2_MAX];
 	ssize_t n = 0;
 
@@ -673,10 +979,18 @@ static void sess_connected(struct sess *s)
 	s->up_done = s->down_done = false;
 	s->up_want = PUMP_SRC_READ;
 	s->down_want = PUMP_SRC_READ;
+	if (s->tls_up) {
+		s->up.src_ssl = s->ssl;
+		s->down.dst_ssl = s->ssl;
+		tls_facts.version = tls_version(s->ssl);
+		tls_facts.cipher = tls_cipher(s->ssl);
+		tls_facts.sni = tls_sni(s->ssl);
+	}
 	if (cfg->proxy_protocol == PROXY_V1)
 		n = pp_encode_v1(hdr, sizeof(hdr), &s->client, &s->local);
 	else if (cfg->proxy_protocol == PROXY_V2)
-		n = pp_encode_v2(hdr, sizeof(hdr), &s->client, &s->local, NULL);
+		n = pp_encode_v2(hdr, sizeof(hdr), &s->client, &s->local,
+				 s->tls_up ? &tls_facts : NULL);
 	if (n < 0 || (n > 0 && pump_queue(&s->up, hdr, (size_t)n) == -1)) {
 		sess_set_why(s, "cannot build the PROXY header");
 		sess_reply(s, "error", sess_reply_unavailable);
@@ -697,6 +1011,16 @@ static void sess_connected(struct sess *s)
 	sess_arm_timer(s, s->smtp != NULL && SESS_SMTP_GRACE < cfg->idle_timeout ?
 				  SESS_SMTP_GRACE :
 				  cfg->idle_timeout);
+	if (cfg->tls == TLS_STARTTLS) {
+		s->st = malloc(sizeof(*s->st));
+		if (s->st == NULL) {
+			sess_set_why(s, "out of memory");
+			sess_close(s, "error", s->why);
+			return;
+		}
+		starttls_init(s->st, cfg->tls_required);
+		s->state = SESS_STARTTLS;
+	}
 	/* Write the PROXY header (if any) and read whatever is waiting. */
 	sess_update(s, true, true);
 }
@@ -786,6 +1110,21 @@ void sess_start(struct ev_loop *loop, struct sess_forward *fwd, int fd,
 	sess_sockets++;
 	sess_nodelay(fd);
 
+	if (fwd->cfg->tls == TLS_IMPLICIT) {
+		/* Replying would first cost a handshake: refuse by closing. */
+		if (admit == SESS_DENIED) {
+			sess_close(s, "denied", "client address denied");
+			return;
+		}
+		if (admit != SESS_ADMIT) {
+			sess_close(s, "limited", admit == SESS_LIMIT_IP ?
+							 "max_per_ip reached" :
+							 "max_connections reached");
+			return;
+		}
+		sess_tls_begin(s);
+		return;
+	}
 	switch (admit) {
 	case SESS_DENIED:
 		sess_set_why(s, "client address denied");

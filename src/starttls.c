@@ -1,0 +1,339 @@
+/* starttls: see the header for what and why. Lines are collected in
+ * fixed buffers; nothing here allocates. */
+#include "starttls.h"
+
+#include <ctype.h>
+#include <string.h>
+#include <strings.h>
+
+static const char starttls_ready[] = "220 2.0.0 Ready to start TLS\r\n";
+static const char starttls_must[] =
+	"530 5.7.0 Must issue a STARTTLS command first\r\n";
+static const char starttls_again[] = "554 5.5.1 Error: TLS already active\r\n";
+static const char starttls_too_long[] = "500 5.5.2 Error: line too long\r\n";
+static const char starttls_syntax[] = "501 5.5.4 Syntax: STARTTLS\r\n";
+
+const char *starttls_phase_str(enum starttls_phase p)
+{
+	switch (p) {
+	case STARTTLS_GREETING:
+		return "greeting";
+	case STARTTLS_COMMAND:
+		return "command";
+	case STARTTLS_REPLY:
+		return "reply";
+	case STARTTLS_HANDSHAKE:
+		return "handshake";
+	case STARTTLS_RELAY:
+		return "relay";
+	}
+	return "?";
+}
+
+void starttls_init(struct starttls *st, bool required)
+{
+	memset(st, 0, sizeof(*st));
+	st->required = required;
+	st->phase = STARTTLS_GREETING;
+	st->first_line = true;
+}
+
+void starttls_tls_done(struct starttls *st)
+{
+	st->tls_active = true;
+	st->phase = STARTTLS_COMMAND;
+	st->clen = 0;
+	st->client_long = false;
+}
+
+static int starttls_put(struct buffer *out, const char *s, size_t n)
+{
+	return buffer_append(out, s, n);
+}
+
+static int starttls_puts(struct buffer *out, const char *s)
+{
+	return starttls_put(out, s, strlen(s));
+}
+
+/* ---- client side ---- */
+
+/* The command verb of line (without CRLF), upper-cased into verb. */
+static void starttls_verb(const char *line, size_t n, char *verb, size_t len,
+			  bool *has_arg)
+{
+	size_t i = 0;
+
+	while (i < n && i + 1 < len && line[i] != ' ' && line[i] != '\t') {
+		verb[i] = (char)toupper((unsigned char)line[i]);
+		i++;
+	}
+	verb[i] = '\0';
+	if (i < n && line[i] != ' ' && line[i] != '\t')
+		verb[0] = '\0'; /* longer than any verb we know */
+	while (i < n && (line[i] == ' ' || line[i] == '\t'))
+		i++;
+	*has_arg = i < n;
+}
+
+static bool starttls_is_mail_verb(const char *verb)
+{
+	static const char *const verbs[] = { "MAIL", "RCPT", "DATA", "AUTH",
+					     "BDAT" };
+	size_t i;
+
+	for (i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++)
+		if (strcmp(verb, verbs[i]) == 0)
+			return true;
+	return false;
+}
+
+/* One complete client line (with its line end). */
+static int starttls_command(struct starttls *st, const char *line, size_t n,
+			    struct buffer *to_backend, struct buffer *to_client)
+{
+	size_t body = n;
+	char verb[16];
+	bool has_arg;
+
+	while (body > 0 && (line[body - 1] == '\n' || line[body - 1] == '\r'))
+		body--;
+	starttls_verb(line, body, verb, sizeof(verb), &has_arg);
+
+	if (strcmp(verb, "STARTTLS") == 0) {
+		if (st->tls_active)
+			return starttls_puts(to_client, starttls_again);
+		if (has_arg)
+			return starttls_puts(to_client, starttls_syntax);
+		st->phase = STARTTLS_HANDSHAKE;
+		return starttls_puts(to_client, starttls_ready);
+	}
+	if (!st->tls_active && st->required && starttls_is_mail_verb(verb))
+		return starttls_puts(to_client, starttls_must);
+
+	if (starttls_put(to_backend, line, n) == -1)
+		return -1;
+	st->ehlo = strcmp(verb, "EHLO") == 0;
+	st->first_line = true;
+	st->have_held = false;
+	st->blen = 0;
+	if (starttls_is_mail_verb(verb) || strcmp(verb, "QUIT") == 0 ||
+	    (st->tls_active && !st->ehlo && strcmp(verb, "HELO") != 0)) {
+		/* The client has chosen: plaintext mail, or TLS done and no
+		 * EHLO reply left to clean. Nothing more to look at. */
+		st->phase = STARTTLS_RELAY;
+		return 0;
+	}
+	st->phase = STARTTLS_REPLY;
+	return 0;
+}
+
+long starttls_client(struct starttls *st, const char *data, size_t n,
+		     struct buffer *to_backend, struct buffer *to_client)
+{
+	size_t used = 0;
+
+	if (st->phase == STARTTLS_HANDSHAKE)
+		return (long)n; /* pipelined after STARTTLS: never executed */
+	while (used < n && st->phase == STARTTLS_COMMAND) {
+		const char *p = data + used;
+		const char *lf = memchr(p, '\n', n - used);
+		size_t take = lf != NULL ? (size_t)(lf - p) + 1 : n - used;
+
+		if (st->client_long) {
+			/* Rest of a line we refused: drop through its end. */
+			used += take;
+			if (lf != NULL)
+				st->client_long = false;
+			continue;
+		}
+		if (st->clen + take > sizeof(st->cline)) {
+			used += take;
+			st->clen = 0;
+			st->client_long = lf == NULL;
+			if (starttls_puts(to_client, starttls_too_long) == -1)
+				return -1;
+			continue;
+		}
+		memcpy(st->cline + st->clen, p, take);
+		st->clen += take;
+		used += take;
+		if (lf == NULL)
+			break;
+		if (starttls_command(st, st->cline, st->clen, to_backend,
+				     to_client) == -1)
+			return -1;
+		st->clen = 0;
+		if (st->phase == STARTTLS_HANDSHAKE)
+			return (long)n; /* the rest is discarded */
+	}
+	return (long)used;
+}
+
+/* ---- backend side ---- */
+
+/* "250-SIZE 100" -> code 250, sep '-', keyword points at "SIZE 100". */
+static bool starttls_reply_line(const char *line, size_t n, char *sep)
+{
+	if (n < 3 || !isdigit((unsigned char)line[0]) ||
+	    !isdigit((unsigned char)line[1]) || !isdigit((unsigned char)line[2]))
+		return false;
+	if (n == 3 || line[3] == '\r' || line[3] == '\n') {
+		*sep = ' ';
+		return true;
+	}
+	if (line[3] != ' ' && line[3] != '-')
+		return false;
+	*sep = line[3];
+	return true;
+}
+
+static bool starttls_is_starttls_ext(const char *line, size_t n)
+{
+	size_t end = n;
+
+	while (end > 4 && (line[end - 1] == '\n' || line[end - 1] == '\r' ||
+			   line[end - 1] == ' ' || line[end - 1] == '\t'))
+		end--;
+	return end - 4 == 8 && strncasecmp(line + 4, "STARTTLS", 8) == 0;
+}
+
+/* Send line (with any line end) with its separator set to sep. */
+static int starttls_emit(struct buffer *out, const char *line, size_t n,
+			 char sep)
+{
+	size_t body = n;
+
+	while (body > 0 && (line[body - 1] == '\n' || line[body - 1] == '\r'))
+		body--;
+	/* A bare "250" has no text after the code. */
+	if (starttls_put(out, line, 3) == -1 || starttls_put(out, &sep, 1) == -1 ||
+	    (body > 4 && starttls_put(out, line + 4, body - 4) == -1) ||
+	    starttls_puts(out, "\r\n") == -1)
+		return -1;
+	return 0;
+}
+/* "250 \r\n": a reply line with no text. */
+static bool starttls_is_empty(const char *line, size_t n)
+{
+	size_t i;
+
+	for (i = 3; i < n; i++)
+		if (line[i] != ' ' && line[i] != '-' && line[i] != '\r' &&
+		    line[i] != '\n')
+			return false;
+	return true;
+}
+
+/* The reply is complete. */
+static void starttls_reply_done(struct starttls *st)
+{
+	if (st->phase == STARTTLS_GREETING)
+		st->phase = STARTTLS_COMMAND;
+	else if (st->tls_active && st->ehlo)
+		st->phase = STARTTLS_RELAY; /* cleaned post-TLS EHLO reply */
+	else
+		st->phase = STARTTLS_COMMAND;
+	st->first_line = true;
+	st->have_held = false;
+}
+
+/* An EHLO reply line: hold one line back so the last one can be turned
+ * into a continuation when STARTTLS is appended. */
+static int starttls_ehlo_line(struct starttls *st, const char *line, size_t n,
+			      char sep, struct buffer *out)
+{
+	bool first = st->first_line;
+
+	st->first_line = false;
+	if (!first && starttls_is_starttls_ext(line, n)) {
+		if (sep == '-')
+			return 0; /* the backend's own: dropped */
+		line = NULL; /* dropped, but it ended the reply */
+	} else {
+		if (st->have_held &&
+		    starttls_emit(out, st->held, st->hlen, '-') == -1)
+			return -1;
+		memcpy(st->held, line, n);
+		st->hlen = n;
+		st->have_held = true;
+		if (sep == '-')
+			return 0;
+	}
+	/* Final line: add ours before TLS when the EHLO succeeded (in
+	 * place of an empty final "250 ", as some servers send). */
+	if (!st->tls_active && strncmp(st->held, "250", 3) == 0) {
+		if ((!starttls_is_empty(st->held, st->hlen) &&
+		     starttls_emit(out, st->held, st->hlen, '-') == -1) ||
+		    starttls_puts(out, "250 STARTTLS\r\n") == -1)
+			return -1;
+	} else if (starttls_emit(out, st->held, st->hlen, ' ') == -1) {
+		return -1;
+	}
+	starttls_reply_done(st);
+	return 0;
+}
+
+/* One complete backend line. */
+static int starttls_backend_line(struct starttls *st, const char *line,
+				 size_t n, struct buffer *out)
+{
+	char sep;
+
+	if (st->phase == STARTTLS_HANDSHAKE || st->phase == STARTTLS_COMMAND) {
+		st->dropped += (unsigned)n; /* nobody asked */
+		return 0;
+	}
+	if (!starttls_reply_line(line, n, &sep)) {
+		/* Not SMTP: pass it on and stop interpreting. */
+		if (st->have_held &&
+		    starttls_put(out, st->held, st->hlen) == -1)
+			return -1;
+		st->phase = STARTTLS_RELAY;
+		return starttls_put(out, line, n);
+	}
+	if (st->phase == STARTTLS_REPLY && st->ehlo)
+		return starttls_ehlo_line(st, line, n, sep, out);
+	if (starttls_put(out, line, n) == -1)
+		return -1;
+	if (sep == ' ') {
+		/* A greeting other than 220 has nothing to offload. */
+		if (st->phase == STARTTLS_GREETING && strncmp(line, "220", 3) != 0)
+			st->phase = STARTTLS_RELAY;
+		else
+			starttls_reply_done(st);
+	}
+	return 0;
+}
+
+long starttls_backend(struct starttls *st, const char *data, size_t n,
+		      struct buffer *to_client)
+{
+	size_t used = 0;
+
+	while (used < n && st->phase != STARTTLS_RELAY) {
+		const char *p = data + used;
+		const char *lf = memchr(p, '\n', n - used);
+		size_t take = lf != NULL ? (size_t)(lf - p) + 1 : n - used;
+
+		if (st->blen + take > sizeof(st->bline)) {
+			/* Too long to be SMTP: forward as is, stop looking. */
+			if (starttls_put(to_client, st->bline, st->blen) == -1 ||
+			    starttls_put(to_client, p, take) == -1)
+				return -1;
+			used += take;
+			st->blen = 0;
+			st->phase = STARTTLS_RELAY;
+			continue;
+		}
+		memcpy(st->bline + st->blen, p, take);
+		st->blen += take;
+		used += take;
+		if (lf == NULL)
+			break;
+		if (starttls_backend_line(st, st->bline, st->blen, to_client) == -1)
+			return -1;
+		st->blen = 0;
+	}
+	return (long)used;
+}
