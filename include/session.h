@@ -15,6 +15,7 @@
 struct ev_loop;
 struct backend;
 struct tls_ctx;
+struct stats_fwd;
 
 /* One forward as its sessions see it. Reference-counted: the listener
  * holds one reference, each session another, so a reload can swap in a
@@ -25,6 +26,7 @@ struct sess_forward {
 	struct backend **backends;
 	size_t nbackends;
 	struct tls_ctx *tls; /* certificates as read at start or reload */
+	struct stats_fwd *stats; /* counters, shared across reloads */
 	unsigned refs;
 };
 

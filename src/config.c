@@ -48,6 +48,27 @@ static void config_diag_add(struct config_diag *d, bool error,
 			    const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
+/* Append n bytes and a newline. */
+static void config_diag_put(struct config_diag *d, const char *msg, size_t n)
+{
+	if (d->len + n + 2 > d->cap) {
+		size_t cap = d->cap ? d->cap * 2 : 1024;
+		char *t;
+
+		while (cap < d->len + n + 2)
+			cap *= 2;
+		t = realloc(d->text, cap);
+		if (t == NULL)
+			return;
+		d->text = t;
+		d->cap = cap;
+	}
+	memcpy(d->text + d->len, msg, n);
+	d->len += n;
+	d->text[d->len++] = '\n';
+	d->text[d->len] = '\0';
+}
+
 static void config_diag_add(struct config_diag *d, bool error,
 			    const char *fmt, ...)
 {
@@ -62,23 +83,7 @@ static void config_diag_add(struct config_diag *d, bool error,
 		return;
 	if ((size_t)n >= sizeof(msg))
 		n = sizeof(msg) - 1;
-	if (d->len + (size_t)n + 2 > d->cap) {
-		size_t cap = d->cap ? d->cap * 2 : 1024;
-		char *t;
-
-		while (cap < d->len + (size_t)n + 2)
-			cap *= 2;
-		t = realloc(d->text, cap);
-		if (t == NULL)
-			goto count;
-		d->text = t;
-		d->cap = cap;
-	}
-	memcpy(d->text + d->len, msg, (size_t)n);
-	d->len += (size_t)n;
-	d->text[d->len++] = '\n';
-	d->text[d->len] = '\0';
-count:
+	config_diag_put(d, msg, (size_t)n);
 	if (error)
 		d->errors++;
 	else
@@ -638,6 +643,12 @@ static int config_handler(void *user, const char *section, const char *name,
 							    "forward");
 		return 1;
 	}
+	if (p->continuation && strchr(value, '=') != NULL) {
+		/* No list item has '=' in it: an indented key. */
+		config_error(p, p->lineno, "a line starting with white space continues '%s'; start a key at the beginning of the line",
+			     p->name, p->lineno, name);
+		return 1;
+	}
 	if (p->continuation) {
 		if (!config_keys[i].list || p->last_key != (int)i) {
 			config_error(p, p->lineno, "%s: a line starting with white space continues a list; %s is not one",
@@ -926,6 +937,8 @@ struct config *config_from_args(const char *const *listen, size_t nlisten,
 				const char *const *backend, size_t nbackend,
 				enum proxy_version pp, struct config_diag *diag)
 {
+	static const char name[] = "command line";
+	struct config_diag tmp = { 0 };
 	char *text = NULL;
 	size_t len = 0;
 	FILE *mem;
@@ -953,8 +966,38 @@ struct config *config_from_args(const char *const *listen, size_t nlisten,
 			i + 1, listen[i], backend[i], config_proxy_str(pp));
 	}
 	fclose(mem);
-	c = config_parse_string(text, "command line", diag);
+	c = config_parse_string(text, "command line", &tmp);
 	free(text);
+	/* Line numbers of the text built above mean nothing to the user:
+	 * "command line:3: listen x: ..." becomes "command line: listen x:
+	 * ...". */
+	for (const char *m = tmp.text; m != NULL && *m != '\0';) {
+		const char *nl = strchr(m, '\n');
+		size_t n = nl ? (size_t)(nl - m) : strlen(m);
+		size_t at = sizeof(name); /* past "command line:" */
+
+		while (at < n && isdigit((unsigned char)m[at]))
+			at++;
+		if (strncmp(m, name, sizeof(name) - 1) == 0 &&
+		    m[sizeof(name) - 1] == ':' && at > sizeof(name) &&
+		    at < n && m[at] == ':') {
+			char line[600];
+			int k = snprintf(line, sizeof(line), "%s%.*s", name,
+					 (int)(n - at), m + at);
+
+			if (k > 0)
+				config_diag_put(diag, line,
+						(size_t)k < sizeof(line) ?
+							(size_t)k :
+							sizeof(line) - 1);
+		} else {
+			config_diag_put(diag, m, n);
+		}
+		m += nl ? n + 1 : n;
+	}
+	diag->errors += tmp.errors;
+	diag->warnings += tmp.warnings;
+	config_diag_free(&tmp);
 	return c;
 bad:
 	fclose(mem);

@@ -8,6 +8,7 @@
 #include "log.h"
 #include "pump.h"
 #include "server.h"
+#include "tls.h"
 
 #define MAIN_MAX_PAIRS 64
 
@@ -30,6 +31,32 @@ static void main_usage(FILE *out)
 		"accepting and let sessions finish; SIGHUP: re-read FILE.\n"
 		"Environment: SMTPFWD_NO_SPLICE=1 forces the buffered copy pump.\n",
 		CONFIG_DEFAULT_PATH);
+}
+
+/* What only OpenSSL can tell: the key matches the certificate, the chain
+ * parses, the cipher list is valid. The daemon does the same at start. */
+static unsigned main_check_tls(const struct config *cfg, const char *name)
+{
+	unsigned errors = 0;
+	size_t i;
+
+	for (i = 0; i < cfg->nfwd; i++) {
+		const struct forward_cfg *f = &cfg->fwd[i];
+		char err[512];
+		struct tls_ctx *t;
+
+		if (f->tls == TLS_OFF)
+			continue;
+		t = tls_ctx_new(f->tls_cert, f->tls_key, f->tls_protocols,
+				f->tls_ciphers, err, sizeof(err));
+		if (t == NULL) {
+			fprintf(stderr, "%s:%d: [forward %s]: %s\n", name,
+				f->line, f->name, err);
+			errors++;
+		}
+		tls_ctx_free(t);
+	}
+	return errors;
 }
 
 int main(int argc, char **argv)
@@ -116,6 +143,10 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (test_only) {
+		if (main_check_tls(cfg, path != NULL ? path : "command line") > 0) {
+			config_unref(cfg);
+			return 1;
+		}
 		printf("%s: ok\n", path != NULL ? path : "command line");
 		config_unref(cfg);
 		return 0;

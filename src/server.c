@@ -22,6 +22,7 @@
 #include "pipepool.h"
 #include "pump.h"
 #include "session.h"
+#include "stats.h"
 
 /* Pipes kept for reuse: enough for bursts, small enough that an idle
  * daemon holds few fds and little kernel memory. */
@@ -32,6 +33,7 @@ struct server_gen {
 	struct config *cfg;
 	struct sess_forward **fwd; /* one per cfg->fwd */
 	struct listener **ls; /* flat, in config order */
+	struct stats_fwd **stats; /* one per cfg->fwd, for /health */
 	size_t nls;
 };
 
@@ -58,6 +60,7 @@ static void server_gen_free(struct server_gen *g)
 		for (i = 0; i < g->cfg->nfwd; i++)
 			sess_forward_unref(g->fwd[i]);
 	free(g->fwd);
+	free(g->stats);
 	config_unref(g->cfg);
 	memset(g, 0, sizeof(*g));
 }
@@ -97,7 +100,8 @@ static int server_gen_open(struct server *srv, struct server_gen *g,
 		n += cfg->fwd[i].nlisten;
 	g->fwd = calloc(cfg->nfwd, sizeof(*g->fwd));
 	g->ls = calloc(n, sizeof(*g->ls));
-	if (g->fwd == NULL || g->ls == NULL)
+	g->stats = calloc(cfg->nfwd, sizeof(*g->stats));
+	if (g->fwd == NULL || g->ls == NULL || g->stats == NULL)
 		goto nomem;
 	g->nls = n;
 	for (i = 0, k = 0; i < cfg->nfwd; i++) {
@@ -110,6 +114,7 @@ static int server_gen_open(struct server *srv, struct server_gen *g,
 				cfg->path, f->line, f->name, buf);
 			return -1;
 		}
+		g->stats[i] = g->fwd[i]->stats;
 		for (j = 0; j < f->nlisten; j++, k++) {
 			const union sockname *a = &f->listen[j].sa;
 			int e;
@@ -145,10 +150,35 @@ static int server_gen_open(struct server *srv, struct server_gen *g,
 			log_end(&ll);
 		}
 	}
+	stats_set_current(g->stats, cfg->nfwd);
 	return 0;
 nomem:
 	log_msg(LOG_LVL_ERROR, "config", "out of memory");
 	return -1;
+}
+
+/* (Re)open the metrics endpoint when its address changed. */
+static int server_stats(struct server *srv, const struct config *old)
+{
+	const struct config *cfg = srv->cur.cfg;
+	char buf[ADDR_STRLEN];
+
+	if (old != NULL && old->has_stats_listen == cfg->has_stats_listen &&
+	    (!cfg->has_stats_listen ||
+	     addr_equal(&old->stats_listen.sa, &cfg->stats_listen.sa)))
+		return 0;
+	stats_close();
+	if (!cfg->has_stats_listen)
+		return 0;
+	if (stats_listen(srv->loop, &cfg->stats_listen.sa) == -1) {
+		log_msg(LOG_LVL_ERROR, "stats", "stats_listen %s: %s",
+			addr_format(&cfg->stats_listen.sa, buf, sizeof(buf)),
+			strerror(errno));
+		return -1;
+	}
+	log_msg(LOG_LVL_INFO, "stats", "serving /metrics and /health on %s",
+		addr_format(&cfg->stats_listen.sa, buf, sizeof(buf)));
+	return 0;
 }
 
 static void server_apply_limits(struct server *srv)
@@ -176,7 +206,7 @@ static void server_reload(struct server *srv)
 {
 	struct config_diag diag = { 0 };
 	struct server_gen next = { 0 };
-	struct config *cfg;
+	struct config *cfg, *old;
 
 	if (srv->path == NULL) {
 		log_msg(LOG_LVL_INFO, "reload",
@@ -201,9 +231,13 @@ static void server_reload(struct server *srv)
 			"%s: keeping the running configuration", srv->path);
 		return;
 	}
+	config_ref(srv->cur.cfg);
+	old = srv->cur.cfg;
 	server_gen_free(&srv->cur); /* closes listeners not taken over */
 	srv->cur = next;
 	server_apply_limits(srv);
+	server_stats(srv, old); /* a failure is logged; mail flows on */
+	config_unref(old);
 	log_msg(LOG_LVL_INFO, "reload", "%s: %zu forward(s), %zu listener(s)",
 		srv->path, cfg->nfwd, next.nls);
 }
@@ -345,12 +379,9 @@ int server_run(struct config *cfg, const char *path)
 		log_msg(LOG_LVL_WARN, "start",
 			"workers = %u: only one event loop is implemented so far; running one",
 			cfg->workers);
-	if (cfg->has_stats_listen)
-		log_msg(LOG_LVL_WARN, "start",
-			"stats_listen is not served yet; ignoring %s",
-			cfg->stats_listen.text);
 
 	if (server_gen_open(&srv, &srv.cur, NULL) == -1 ||
+	    server_stats(&srv, NULL) == -1 ||
 	    server_drop_privileges(cfg->user) == -1) {
 		status = 1;
 		goto out;
@@ -371,6 +402,7 @@ int server_run(struct config *cfg, const char *path)
 	log_msg(LOG_LVL_INFO, "exit", "stopped");
 out:
 	sess_close_all("shutdown");
+	stats_close();
 	server_gen_free(&srv.cur);
 	pipepool_drain();
 	buffer_trim();

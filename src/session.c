@@ -33,6 +33,7 @@
 #include "pump.h"
 #include "smtp.h"
 #include "starttls.h"
+#include "stats.h"
 #include "tls.h"
 
 #include <openssl/ssl.h>
@@ -117,6 +118,7 @@ struct sess {
 	bool tls_up; /* handshake finished */
 	size_t lingered; /* client bytes dropped while lingering */
 	const char *reply; /* our own reply, if any */
+	enum stats_result reply_result; /* logged once the reply is out */
 	const char *first_close; /* "client closed" / "backend closed" */
 	char why[200]; /* last failure */
 };
@@ -169,6 +171,7 @@ struct sess_forward *sess_forward_new(struct ev_loop *loop,
 	f->cfg = cfg;
 	f->config = config_ref(config);
 	f->refs = 1;
+	f->stats = stats_forward(cfg->name);
 	if (cfg->tls != TLS_OFF) {
 		f->tls = tls_ctx_new(cfg->tls_cert, cfg->tls_key,
 				     cfg->tls_protocols, cfg->tls_ciphers, err,
@@ -272,7 +275,8 @@ static const char *sess_pump_str(const struct sess *s)
 	return "none";
 }
 
-static void sess_log(struct sess *s, const char *result, const char *reason)
+static void sess_log(struct sess *s, enum stats_result result,
+		     const char *reason)
 {
 	struct log_line l;
 	char buf[ADDR_STRLEN];
@@ -285,7 +289,7 @@ static void sess_log(struct sess *s, const char *result, const char *reason)
 	log_str(&l, "local", addr_format(&s->local, buf, sizeof(buf)));
 	log_str(&l, "backend",
 		s->connected ? addr_format(&s->baddr, buf, sizeof(buf)) : "-");
-	log_str(&l, "result", result);
+	log_str(&l, "result", stats_result_str(result));
 	log_str(&l, "reason", reason);
 	if (s->reply != NULL)
 		log_strn(&l, "reply", s->reply, strlen(s->reply) - 2);
@@ -328,12 +332,16 @@ static void sess_close_fd(int *fd)
 }
 
 /* The one teardown: nothing touches s after it. */
-static void sess_close(struct sess *s, const char *result, const char *reason)
+static void sess_close(struct sess *s, enum stats_result result,
+		       const char *reason)
 {
 	ev_io_stop(s->loop, &s->cio);
 	ev_io_stop(s->loop, &s->bio);
 	ev_timer_stop(s->loop, &s->timer);
 	sess_log(s, result, reason);
+	stats_session_close(s->fwd->stats, result, s->up.bytes, s->down.bytes,
+			    s->up.spliced || s->down.spliced,
+			    s->up.copied || s->down.copied);
 	pump_release(&s->up);
 	pump_release(&s->down);
 	buffer_release(&s->cin);
@@ -362,7 +370,7 @@ static void sess_close(struct sess *s, const char *result, const char *reason)
 void sess_close_all(const char *reason)
 {
 	while (sess_list != NULL)
-		sess_close(sess_list, "timeout", reason);
+		sess_close(sess_list, STATS_TIMEOUT, reason);
 }
 
 /* ---- own replies ---- */
@@ -383,12 +391,13 @@ static void sess_linger_cb(struct ev_loop *loop, ev_io *w, int revents)
 	} else if (r == -1 && (errno == EAGAIN || errno == EINTR)) {
 		return;
 	}
-	sess_close(s, s->first_close, s->why);
+	sess_close(s, s->reply_result, s->why);
 }
 
 /* Send text (a complete reply) to the client, then close gracefully.
  * result and the reason already in s->why go to the log. */
-static void sess_reply(struct sess *s, const char *result, const char *text)
+static void sess_reply(struct sess *s, enum stats_result result,
+		       const char *text)
 {
 	sess_close_fd(&s->bfd);
 	ev_io_stop(s->loop, &s->bio);
@@ -402,7 +411,7 @@ static void sess_reply(struct sess *s, const char *result, const char *text)
 	s->st = NULL;
 	s->state = SESS_REPLY;
 	s->reply = text;
-	s->first_close = result; /* kept for the log line */
+	s->reply_result = result;
 	if (pump_queue(&s->down, text, strlen(text)) == -1) {
 		sess_close(s, result, s->why);
 		return;
@@ -503,6 +512,22 @@ static void sess_flow_failed(struct sess *s, struct flow *f)
 	sess_set_why(s, "%s: %s", side, strerror(f->err));
 }
 
+/* A connect attempt failed (s->why says how): note it everywhere it
+ * matters, then try the next address. */
+static void sess_attempt_failed(struct sess *s)
+{
+	struct backend *b = s->fwd->backends[s->bi];
+
+	log_msg(LOG_LVL_WARN, "backend_failed", "forward %s: %s",
+		s->fwd->cfg->name, s->why);
+	backend_connect_failed(b);
+	stats_backend_result(s->fwd->stats, backend_name(b), false,
+			     ev_now(s->loop));
+	ev_io_stop(s->loop, &s->bio);
+	sess_close_fd(&s->bfd);
+	sess_connect_next(s);
+}
+
 /* The backend went away before saying anything. If the client has not
  * sent anything either, the next backend can take over; otherwise the
  * client still hears a proper 421 rather than a silent close. */
@@ -515,10 +540,7 @@ static bool sess_backend_vanished(struct sess *s)
 		return false;
 	sess_set_why(s, "backend %s closed without a greeting",
 		     addr_format(&s->baddr, buf, sizeof(buf)));
-	backend_connect_failed(s->fwd->backends[s->bi]);
 	if (s->up.bytes == 0) {
-		log_msg(LOG_LVL_WARN, "backend_failed", "forward %s: %s",
-			s->fwd->cfg->name, s->why);
 		pump_release(&s->up);
 		pump_release(&s->down);
 		free(s->smtp);
@@ -526,13 +548,12 @@ static bool sess_backend_vanished(struct sess *s)
 		free(s->st);
 		s->st = NULL;
 		s->connected = false;
-		ev_io_stop(s->loop, &s->bio);
 		ev_io_stop(s->loop, &s->cio);
-		sess_close_fd(&s->bfd);
 		s->state = SESS_CONNECT;
-		sess_connect_next(s);
+		sess_attempt_failed(s);
 	} else {
-		sess_reply(s, "backend_unavailable", sess_reply_unavailable);
+		backend_connect_failed(s->fwd->backends[s->bi]);
+		sess_reply(s, STATS_BACKEND_UNAVAILABLE, sess_reply_unavailable);
 	}
 	return true;
 }
@@ -552,7 +573,7 @@ static void sess_update_relay(struct sess *s, bool run_up, bool run_down)
 		s->down_done = true;
 		if (s->down_want & PUMP_FAILED) {
 			sess_flow_failed(s, &s->down);
-			sess_close(s, "error", s->why);
+			sess_close(s, STATS_ERROR, s->why);
 			return;
 		}
 		if (s->first_close == NULL)
@@ -567,14 +588,14 @@ static void sess_update_relay(struct sess *s, bool run_up, bool run_down)
 			s->up_want = PUMP_DONE;
 		if (s->up_want & PUMP_FAILED) {
 			sess_flow_failed(s, &s->up);
-			sess_close(s, "error", s->why);
+			sess_close(s, STATS_ERROR, s->why);
 			return;
 		}
 		if (s->first_close == NULL)
 			s->first_close = "client closed";
 	}
 	if (s->up_done && s->down_done) {
-		sess_close(s, "forwarded", s->first_close);
+		sess_close(s, STATS_FORWARDED, s->first_close);
 		return;
 	}
 	if (!s->up_done) {
@@ -598,7 +619,7 @@ static void sess_update_reply(struct sess *s)
 	unsigned w = pump_run(&s->down);
 
 	if (w & PUMP_FAILED) {
-		sess_close(s, s->first_close, s->why);
+		sess_close(s, s->reply_result, s->why);
 		return;
 	}
 	if (w & PUMP_DONE) {
@@ -636,7 +657,7 @@ static void sess_starttls_to_relay(struct sess *s)
 
 	if (p != NULL && pump_queue(&s->up, p, avail) == -1) {
 		sess_set_why(s, "STARTTLS dialogue: client input too large");
-		sess_close(s, "error", s->why);
+		sess_close(s, STATS_ERROR, s->why);
 		return;
 	}
 	buffer_release(&s->cin);
@@ -666,7 +687,7 @@ static bool sess_starttls_client_in(struct sess *s, unsigned *cw,
 	p = buffer_write_ptr(&s->cin, &space);
 	if (p == NULL) {
 		sess_set_why(s, "out of memory");
-		sess_close(s, "error", s->why);
+		sess_close(s, STATS_ERROR, s->why);
 		return false;
 	}
 	if (space > SESS_STARTTLS_IN - used)
@@ -679,7 +700,7 @@ static bool sess_starttls_client_in(struct sess *s, unsigned *cw,
 		*progress = true;
 	} else if (r == -1 && (w & PUMP_FAILED)) {
 		sess_flow_failed(s, &s->up);
-		sess_close(s, "error", s->why);
+		sess_close(s, STATS_ERROR, s->why);
 		return false;
 	} else {
 		*cw |= w;
@@ -708,7 +729,7 @@ static bool sess_starttls_backend_in(struct sess *s, unsigned *bw,
 			return true;
 		}
 		sess_flow_failed(s, &s->down);
-		sess_close(s, "error", s->why);
+		sess_close(s, STATS_ERROR, s->why);
 		return false;
 	}
 	if (r == 0)
@@ -720,7 +741,7 @@ static bool sess_starttls_backend_in(struct sess *s, unsigned *bw,
 	if (used == -1 || (used < r && pump_queue(&s->down, tmp + used,
 						  (size_t)(r - used)) == -1)) {
 		sess_set_why(s, "STARTTLS dialogue: backend reply too large");
-		sess_close(s, "error", s->why);
+		sess_close(s, STATS_ERROR, s->why);
 		return false;
 	}
 	return true;
@@ -746,7 +767,7 @@ static void sess_starttls_run(struct sess *s)
 
 			if (used == -1) {
 				sess_set_why(s, "STARTTLS dialogue: output too large");
-				sess_close(s, "error", s->why);
+				sess_close(s, STATS_ERROR, s->why);
 				return;
 			}
 			if (used == 0)
@@ -759,14 +780,14 @@ static void sess_starttls_run(struct sess *s)
 		w = pump_flush(&s->up);
 		if (w & PUMP_FAILED) {
 			sess_flow_failed(s, &s->up);
-			sess_close(s, "error", s->why);
+			sess_close(s, STATS_ERROR, s->why);
 			return;
 		}
 		bw |= w;
 		w = pump_flush(&s->down);
 		if (w & PUMP_FAILED) {
 			sess_flow_failed(s, &s->down);
-			sess_close(s, "error", s->why);
+			sess_close(s, STATS_ERROR, s->why);
 			return;
 		}
 		cw |= w;
@@ -834,7 +855,7 @@ static void sess_handshake_step(struct sess *s)
 	}
 	if (rc == -1) {
 		sess_set_why(s, "TLS handshake: %s", err);
-		sess_close(s, "tls_failed", s->why);
+		sess_close(s, STATS_TLS_FAILED, s->why);
 		return;
 	}
 	sess_tls_ready(s);
@@ -849,7 +870,7 @@ static void sess_tls_begin(struct sess *s)
 	s->ssl = tls_new(s->fwd->tls, s->cfd);
 	if (s->ssl == NULL) {
 		sess_set_why(s, "TLS: cannot set up a session");
-		sess_close(s, "tls_failed", s->why);
+		sess_close(s, STATS_TLS_FAILED, s->why);
 		return;
 	}
 	s->state = SESS_HANDSHAKE;
@@ -893,12 +914,7 @@ static void sess_backend_cb(struct ev_loop *loop, ev_io *w, int revents)
 		sess_set_why(s, "connect %s: %s",
 			     addr_format(&s->baddr, buf, sizeof(buf)),
 			     strerror(err));
-		backend_connect_failed(s->fwd->backends[s->bi]);
-		log_msg(LOG_LVL_WARN, "backend_failed", "forward %s: %s",
-			s->fwd->cfg->name, s->why);
-		ev_io_stop(loop, &s->bio);
-		sess_close_fd(&s->bfd);
-		sess_connect_next(s);
+		sess_attempt_failed(s);
 		return;
 	}
 	sess_update(s, revents & EV_WRITE, revents & EV_READ);
@@ -916,20 +932,15 @@ static void sess_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		sess_set_why(s, "connect %s: timed out after %gs",
 			     addr_format(&s->baddr, buf, sizeof(buf)),
 			     s->fwd->cfg->connect_timeout);
-		log_msg(LOG_LVL_WARN, "backend_failed", "forward %s: %s",
-			s->fwd->cfg->name, s->why);
-		backend_connect_failed(s->fwd->backends[s->bi]);
-		ev_io_stop(loop, &s->bio);
-		sess_close_fd(&s->bfd);
-		sess_connect_next(s);
+		sess_attempt_failed(s);
 		return;
 	case SESS_HANDSHAKE:
 		sess_set_why(s, "TLS handshake: timed out");
-		sess_close(s, "tls_failed", s->why);
+		sess_close(s, STATS_TLS_FAILED, s->why);
 		return;
 	case SESS_REPLY:
 	case SESS_LINGER:
-		sess_close(s, s->first_close, s->why);
+		sess_close(s, s->reply_result, s->why);
 		return;
 	case SESS_STARTTLS:
 	case SESS_RELAY:
@@ -937,7 +948,7 @@ static void sess_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	}
 	next = s->last_active + s->fwd->cfg->idle_timeout - now;
 	if (next <= 0) {
-		sess_close(s, "timeout", "idle timeout");
+		sess_close(s, STATS_TIMEOUT, "idle timeout");
 		return;
 	}
 	if (s->smtp != NULL) {
@@ -972,6 +983,8 @@ static void sess_connected(struct sess *s)
 
 	s->state = SESS_RELAY;
 	s->connected = true;
+	stats_backend_result(s->fwd->stats, backend_name(s->fwd->backends[s->bi]),
+			     true, ev_now(s->loop));
 	sess_nodelay(s->bfd);
 	ev_io_stop(s->loop, &s->bio);
 	pump_init(&s->up, s->cfd, s->bfd, splice_ok);
@@ -993,7 +1006,7 @@ static void sess_connected(struct sess *s)
 				 s->tls_up ? &tls_facts : NULL);
 	if (n < 0 || (n > 0 && pump_queue(&s->up, hdr, (size_t)n) == -1)) {
 		sess_set_why(s, "cannot build the PROXY header");
-		sess_reply(s, "error", sess_reply_unavailable);
+		sess_reply(s, STATS_ERROR, sess_reply_unavailable);
 		return;
 	}
 	if (cfg->log_greeting) {
@@ -1015,7 +1028,7 @@ static void sess_connected(struct sess *s)
 		s->st = malloc(sizeof(*s->st));
 		if (s->st == NULL) {
 			sess_set_why(s, "out of memory");
-			sess_close(s, "error", s->why);
+			sess_close(s, STATS_ERROR, s->why);
 			return;
 		}
 		starttls_init(s->st, cfg->tls_required);
@@ -1067,12 +1080,10 @@ static void sess_connect_next(struct sess *s)
 			return;
 		}
 		sess_set_why(s, "connect %s: %s", buf, strerror(errno));
-		log_msg(LOG_LVL_WARN, "backend_failed", "forward %s: %s",
-			cfg->name, s->why);
-		backend_connect_failed(b);
-		sess_close_fd(&s->bfd);
+		sess_attempt_failed(s);
+		return;
 	}
-	sess_reply(s, "backend_unavailable", sess_reply_unavailable);
+	sess_reply(s, STATS_BACKEND_UNAVAILABLE, sess_reply_unavailable);
 }
 
 void sess_start(struct ev_loop *loop, struct sess_forward *fwd, int fd,
@@ -1108,16 +1119,17 @@ void sess_start(struct ev_loop *loop, struct sess_forward *fwd, int fd,
 	s->pprev = &sess_list;
 	sess_count++;
 	sess_sockets++;
+	stats_session_open(fwd->stats);
 	sess_nodelay(fd);
 
 	if (fwd->cfg->tls == TLS_IMPLICIT) {
 		/* Replying would first cost a handshake: refuse by closing. */
 		if (admit == SESS_DENIED) {
-			sess_close(s, "denied", "client address denied");
+			sess_close(s, STATS_DENIED, "client address denied");
 			return;
 		}
 		if (admit != SESS_ADMIT) {
-			sess_close(s, "limited", admit == SESS_LIMIT_IP ?
+			sess_close(s, STATS_LIMITED, admit == SESS_LIMIT_IP ?
 							 "max_per_ip reached" :
 							 "max_connections reached");
 			return;
@@ -1128,16 +1140,16 @@ void sess_start(struct ev_loop *loop, struct sess_forward *fwd, int fd,
 	switch (admit) {
 	case SESS_DENIED:
 		sess_set_why(s, "client address denied");
-		sess_reply(s, "denied", sess_reply_denied);
+		sess_reply(s, STATS_DENIED, sess_reply_denied);
 		break;
 	case SESS_LIMIT_IP:
 		sess_set_why(s, "max_per_ip %u reached", fwd->cfg->max_per_ip);
-		sess_reply(s, "limited", sess_reply_limit_ip);
+		sess_reply(s, STATS_LIMITED, sess_reply_limit_ip);
 		break;
 	case SESS_LIMIT_TOTAL:
 		sess_set_why(s, "max_connections %u reached",
 			     fwd->config->max_connections);
-		sess_reply(s, "limited", sess_reply_limit_total);
+		sess_reply(s, STATS_LIMITED, sess_reply_limit_total);
 		break;
 	case SESS_ADMIT:
 		sess_connect_next(s);

@@ -58,20 +58,31 @@ static int starttls_puts(struct buffer *out, const char *s)
 
 /* ---- client side ---- */
 
+/* What a backend's tokenizer skips between words: Postfix splits on any
+ * isspace() byte and ignores leading ones, so " MAIL" or "\rMAIL" or
+ * "MAIL\vFROM:" is MAIL to it and must be MAIL to us too. */
+static bool starttls_is_space(char c)
+{
+	return c == ' ' || c == '\t' || c == '\v' || c == '\f' || c == '\r';
+}
+
 /* The command verb of line (without CRLF), upper-cased into verb. */
 static void starttls_verb(const char *line, size_t n, char *verb, size_t len,
 			  bool *has_arg)
 {
 	size_t i = 0;
+	size_t v = 0;
 
-	while (i < n && i + 1 < len && line[i] != ' ' && line[i] != '\t') {
-		verb[i] = (char)toupper((unsigned char)line[i]);
+	while (i < n && starttls_is_space(line[i]))
+		i++;
+	while (i < n && v + 1 < len && !starttls_is_space(line[i])) {
+		verb[v++] = (char)toupper((unsigned char)line[i]);
 		i++;
 	}
-	verb[i] = '\0';
-	if (i < n && line[i] != ' ' && line[i] != '\t')
+	verb[v] = '\0';
+	if (i < n && !starttls_is_space(line[i]))
 		verb[0] = '\0'; /* longer than any verb we know */
-	while (i < n && (line[i] == ' ' || line[i] == '\t'))
+	while (i < n && starttls_is_space(line[i]))
 		i++;
 	*has_arg = i < n;
 }
@@ -188,14 +199,16 @@ static bool starttls_reply_line(const char *line, size_t n, char *sep)
 	return true;
 }
 
+/* Whether a reply line advertises STARTTLS: its keyword (the first word
+ * after the code, as clients parse it) is STARTTLS, parameters or not. */
 static bool starttls_is_starttls_ext(const char *line, size_t n)
 {
-	size_t end = n;
+	size_t end = 4;
 
-	while (end > 4 && (line[end - 1] == '\n' || line[end - 1] == '\r' ||
-			   line[end - 1] == ' ' || line[end - 1] == '\t'))
-		end--;
-	return end - 4 == 8 && strncasecmp(line + 4, "STARTTLS", 8) == 0;
+	while (end < n && line[end] != ' ' && line[end] != '\t' &&
+	       line[end] != '\r' && line[end] != '\n')
+		end++;
+	return n >= 4 && end - 4 == 8 && strncasecmp(line + 4, "STARTTLS", 8) == 0;
 }
 
 /* Send line (with any line end) with its separator set to sep. */
@@ -274,22 +287,27 @@ static int starttls_ehlo_line(struct starttls *st, const char *line, size_t n,
 	return 0;
 }
 
+/* The backend stopped speaking SMTP: send the line still held back (as
+ * the backend wrote it) and relay blindly from here. */
+static int starttls_give_up(struct starttls *st, struct buffer *out)
+{
+	if (st->have_held && starttls_put(out, st->held, st->hlen) == -1)
+		return -1;
+	st->have_held = false;
+	st->phase = STARTTLS_RELAY;
+	return 0;
+}
+
 /* One complete backend line. */
 static int starttls_backend_line(struct starttls *st, const char *line,
 				 size_t n, struct buffer *out)
 {
 	char sep;
 
-	if (st->phase == STARTTLS_HANDSHAKE || st->phase == STARTTLS_COMMAND) {
-		st->dropped += (unsigned)n; /* nobody asked */
-		return 0;
-	}
 	if (!starttls_reply_line(line, n, &sep)) {
 		/* Not SMTP: pass it on and stop interpreting. */
-		if (st->have_held &&
-		    starttls_put(out, st->held, st->hlen) == -1)
+		if (starttls_give_up(st, out) == -1)
 			return -1;
-		st->phase = STARTTLS_RELAY;
 		return starttls_put(out, line, n);
 	}
 	if (st->phase == STARTTLS_REPLY && st->ehlo)
@@ -313,17 +331,29 @@ long starttls_backend(struct starttls *st, const char *data, size_t n,
 
 	while (used < n && st->phase != STARTTLS_RELAY) {
 		const char *p = data + used;
-		const char *lf = memchr(p, '\n', n - used);
-		size_t take = lf != NULL ? (size_t)(lf - p) + 1 : n - used;
+		const char *lf;
+		size_t take;
 
+		if (st->phase == STARTTLS_HANDSHAKE ||
+		    st->phase == STARTTLS_COMMAND) {
+			/* Nobody asked: drop it all, however long its lines,
+			 * so it cannot pose as an answer (inside TLS, too).
+			 * Like the bytes, a cut-off line is not remembered. */
+			st->dropped += (unsigned)(n - used);
+			st->blen = 0;
+			used = n;
+			break;
+		}
+		lf = memchr(p, '\n', n - used);
+		take = lf != NULL ? (size_t)(lf - p) + 1 : n - used;
 		if (st->blen + take > sizeof(st->bline)) {
 			/* Too long to be SMTP: forward as is, stop looking. */
-			if (starttls_put(to_client, st->bline, st->blen) == -1 ||
+			if (starttls_give_up(st, to_client) == -1 ||
+			    starttls_put(to_client, st->bline, st->blen) == -1 ||
 			    starttls_put(to_client, p, take) == -1)
 				return -1;
 			used += take;
 			st->blen = 0;
-			st->phase = STARTTLS_RELAY;
 			continue;
 		}
 		memcpy(st->bline + st->blen, p, take);

@@ -157,18 +157,30 @@ def recv_all(sock):
         data += chunk
 
 
-def recv_reply(sock):
-    """Read one complete SMTP reply (possibly multi-line)."""
+def recv_line(sock, limit=1 << 20):
+    """Read one line up to and including CRLF, never past it (peeks first),
+    so several replies in one segment are read one at a time. Returns what
+    was read before EOF when the peer closes first."""
     data = b""
     while True:
-        data += recv_until(sock, b"\r\n")
-        lines = data.split(b"\r\n")
-        if not lines[-1] == b"":
-            continue
-        last = lines[-2] if len(lines) >= 2 else b""
-        if len(last) < 4 or last[3:4] == b" ":
+        peek = sock.recv(65536, socket.MSG_PEEK)
+        if not peek:
             return data
-        if last[3:4] != b"-":
+        i = peek.find(b"\r\n")
+        if i >= 0:
+            return data + recv_exactly(sock, i + 2)
+        data += recv_exactly(sock, len(peek))
+        if len(data) > limit:
+            raise AssertionError(f"no CRLF within {limit} bytes")
+
+
+def recv_reply(sock):
+    """Read one complete SMTP reply (all lines of a multi-line reply)."""
+    data = b""
+    while True:
+        line = recv_line(sock)
+        data += line
+        if not line.endswith(b"\r\n") or line[3:4] != b"-":
             return data
 
 
@@ -477,6 +489,8 @@ class Daemon:
                 self.proc.wait(timeout)
         self._err.close()
         self._out.close()
+        if os.environ.get("SMTPFWD_TEST_VERBOSE"):  # pytest -s shows it
+            print(f"\n--- smtpfwd exit {self.proc.returncode}: {self.describe()}")
         return self.proc.returncode
 
 

@@ -1,0 +1,437 @@
+/* stats: counters live in a list of named entries that is never pruned
+ * (forwards are few; a removed one keeps its totals, as Prometheus
+ * counters should). The endpoint reads one request head, answers and
+ * closes: HTTP/1.0, no keep-alive, nothing to parse beyond the first
+ * line. */
+#include "stats.h"
+
+#include <errno.h>
+#include <ev.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "container.h"
+
+#define STATS_NAME_MAX 64
+#define STATS_REQ_MAX 2048
+#define STATS_CONN_MAX 16
+#define STATS_TIMEOUT 5.0
+
+struct stats_backend {
+	struct stats_backend *next;
+	char name[STATS_NAME_MAX + 8];
+	uint64_t connect_ok;
+	uint64_t connect_failed;
+};
+
+struct stats_fwd {
+	struct stats_fwd *next;
+	char name[STATS_NAME_MAX];
+	uint64_t results[STATS_RESULT_COUNT];
+	uint64_t bytes_up;
+	uint64_t bytes_down;
+	uint64_t spliced;
+	uint64_t copied;
+	unsigned active;
+	double last_ok;
+	double last_failed;
+	struct stats_backend *backends;
+};
+
+struct stats_conn {
+	struct stats_conn *next;
+	struct stats_conn **pprev;
+	ev_io io;
+	ev_timer timer;
+	int fd;
+	size_t len;
+	size_t sent;
+	char *out; /* response, once built */
+	size_t outlen;
+	char req[STATS_REQ_MAX];
+};
+
+static struct stats_fwd *stats_all;
+static struct stats_fwd *const *stats_cur;
+static size_t stats_ncur;
+static struct ev_loop *stats_loop;
+static ev_io stats_accept_io;
+static int stats_fd = -1;
+static struct stats_conn *stats_conns;
+static unsigned stats_nconns;
+
+static const char *const stats_result_names[STATS_RESULT_COUNT] = {
+	"forwarded", "denied",	"limited", "backend_unavailable",
+	"tls_failed", "timeout", "error",
+};
+
+const char *stats_result_str(enum stats_result r)
+{
+	return r < STATS_RESULT_COUNT ? stats_result_names[r] : "?";
+}
+
+struct stats_fwd *stats_forward(const char *name)
+{
+	struct stats_fwd *f;
+
+	for (f = stats_all; f != NULL; f = f->next)
+		if (strncmp(f->name, name, sizeof(f->name) - 1) == 0)
+			return f;
+	f = calloc(1, sizeof(*f));
+	if (f == NULL)
+		return NULL;
+	snprintf(f->name, sizeof(f->name), "%s", name);
+	f->next = stats_all;
+	stats_all = f;
+	return f;
+}
+
+void stats_session_open(struct stats_fwd *f)
+{
+	if (f != NULL)
+		f->active++;
+}
+
+void stats_session_close(struct stats_fwd *f, enum stats_result r,
+			 uint64_t bytes_up, uint64_t bytes_down, bool spliced,
+			 bool copied)
+{
+	if (f == NULL)
+		return;
+	f->active--;
+	if (r < STATS_RESULT_COUNT)
+		f->results[r]++;
+	f->bytes_up += bytes_up;
+	f->bytes_down += bytes_down;
+	if (spliced)
+		f->spliced++;
+	else if (copied)
+		f->copied++;
+}
+
+void stats_backend_result(struct stats_fwd *f, const char *backend, bool ok,
+			  double now)
+{
+	struct stats_backend *b;
+
+	if (f == NULL)
+		return;
+	if (ok)
+		f->last_ok = now;
+	else
+		f->last_failed = now;
+	for (b = f->backends; b != NULL; b = b->next)
+		if (strcmp(b->name, backend) == 0)
+			break;
+	if (b == NULL) {
+		b = calloc(1, sizeof(*b));
+		if (b == NULL)
+			return;
+		snprintf(b->name, sizeof(b->name), "%s", backend);
+		b->next = f->backends;
+		f->backends = b;
+	}
+	if (ok)
+		b->connect_ok++;
+	else
+		b->connect_failed++;
+}
+
+void stats_set_current(struct stats_fwd *const *fwd, size_t n)
+{
+	stats_cur = fwd;
+	stats_ncur = n;
+}
+
+bool stats_forward_healthy(const struct stats_fwd *f)
+{
+	return f == NULL || f->last_failed == 0 || f->last_ok >= f->last_failed;
+}
+
+/* ---- responses ---- */
+
+/* Label values: names come from the config and may hold anything
+ * printable; Prometheus wants \\ \" \n escaped. */
+static void stats_label(FILE *o, const char *v)
+{
+	for (; *v != '\0'; v++) {
+		if (*v == '\\' || *v == '"')
+			fprintf(o, "\\%c", *v);
+		else if (*v == '\n')
+			fputs("\\n", o);
+		else
+			fputc(*v, o);
+	}
+}
+
+static void stats_metrics(FILE *o)
+{
+	const struct stats_fwd *f;
+	const struct stats_backend *b;
+	int r;
+
+	fputs("# HELP smtpfwd_sessions_total Sessions ended, by result.\n"
+	      "# TYPE smtpfwd_sessions_total counter\n", o);
+	for (f = stats_all; f != NULL; f = f->next)
+		for (r = 0; r < STATS_RESULT_COUNT; r++) {
+			fputs("smtpfwd_sessions_total{forward=\"", o);
+			stats_label(o, f->name);
+			fprintf(o, "\",result=\"%s\"} %llu\n", stats_result_names[r],
+				(unsigned long long)f->results[r]);
+		}
+	fputs("# HELP smtpfwd_sessions_active Sessions open now.\n"
+	      "# TYPE smtpfwd_sessions_active gauge\n", o);
+	for (f = stats_all; f != NULL; f = f->next) {
+		fputs("smtpfwd_sessions_active{forward=\"", o);
+		stats_label(o, f->name);
+		fprintf(o, "\"} %u\n", f->active);
+	}
+	fputs("# HELP smtpfwd_bytes_total Bytes relayed: up is client to backend.\n"
+	      "# TYPE smtpfwd_bytes_total counter\n", o);
+	for (f = stats_all; f != NULL; f = f->next) {
+		fputs("smtpfwd_bytes_total{forward=\"", o);
+		stats_label(o, f->name);
+		fprintf(o, "\",direction=\"up\"} %llu\n",
+			(unsigned long long)f->bytes_up);
+		fputs("smtpfwd_bytes_total{forward=\"", o);
+		stats_label(o, f->name);
+		fprintf(o, "\",direction=\"down\"} %llu\n",
+			(unsigned long long)f->bytes_down);
+	}
+	fputs("# HELP smtpfwd_pump_sessions_total Sessions by how bytes moved.\n"
+	      "# TYPE smtpfwd_pump_sessions_total counter\n", o);
+	for (f = stats_all; f != NULL; f = f->next) {
+		fputs("smtpfwd_pump_sessions_total{forward=\"", o);
+		stats_label(o, f->name);
+		fprintf(o, "\",pump=\"splice\"} %llu\n",
+			(unsigned long long)f->spliced);
+		fputs("smtpfwd_pump_sessions_total{forward=\"", o);
+		stats_label(o, f->name);
+		fprintf(o, "\",pump=\"copy\"} %llu\n",
+			(unsigned long long)f->copied);
+	}
+	fputs("# HELP smtpfwd_backend_connects_total Backend connect attempts, by outcome.\n"
+	      "# TYPE smtpfwd_backend_connects_total counter\n", o);
+	for (f = stats_all; f != NULL; f = f->next)
+		for (b = f->backends; b != NULL; b = b->next) {
+			const char *res[2] = { "ok", "failed" };
+			uint64_t v[2] = { b->connect_ok, b->connect_failed };
+
+			for (r = 0; r < 2; r++) {
+				fputs("smtpfwd_backend_connects_total{forward=\"", o);
+				stats_label(o, f->name);
+				fputs("\",backend=\"", o);
+				stats_label(o, b->name);
+				fprintf(o, "\",result=\"%s\"} %llu\n", res[r],
+					(unsigned long long)v[r]);
+			}
+		}
+}
+
+static int stats_health(FILE *o)
+{
+	size_t i;
+	int status = 200;
+
+	for (i = 0; i < stats_ncur; i++) {
+		bool ok = stats_forward_healthy(stats_cur[i]);
+
+		if (!ok)
+			status = 503;
+		fprintf(o, "%s %s\n", stats_cur[i] != NULL ? stats_cur[i]->name : "?",
+			ok ? "ok" : "failing");
+	}
+	return status;
+}
+
+char *stats_response(const char *req, size_t n, size_t *len)
+{
+	char *body = NULL, *out = NULL;
+	size_t blen = 0, olen = 0;
+	const char *reason = "OK", *eol;
+	FILE *o = open_memstream(&body, &blen);
+	int status = 200;
+	size_t line;
+
+	if (o == NULL)
+		return NULL;
+	eol = memchr(req, '\n', n);
+	line = eol != NULL ? (size_t)(eol - req) : n;
+	if (line > 0 && req[line - 1] == '\r')
+		line--;
+	if (line > 4 && memcmp(req, "GET ", 4) != 0) {
+		status = 405;
+	} else if ((line == 12 || (line > 12 && req[12] == ' ')) &&
+		   memcmp(req, "GET /metrics", 12) == 0) {
+		stats_metrics(o);
+	} else if ((line == 11 || (line > 11 && req[11] == ' ')) &&
+		   memcmp(req, "GET /health", 11) == 0) {
+		status = stats_health(o);
+	} else {
+		status = 404;
+	}
+	if (status == 404)
+		fputs("not found: try /metrics or /health\n", o);
+	else if (status == 405)
+		fputs("only GET\n", o);
+	if (fclose(o) != 0) {
+		free(body);
+		return NULL;
+	}
+	switch (status) {
+	case 404:
+		reason = "Not Found";
+		break;
+	case 405:
+		reason = "Method Not Allowed";
+		break;
+	case 503:
+		reason = "Service Unavailable";
+		break;
+	}
+	o = open_memstream(&out, &olen);
+	if (o == NULL) {
+		free(body);
+		return NULL;
+	}
+	fprintf(o,
+		"HTTP/1.0 %d %s\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
+		"Content-Length: %zu\r\nConnection: close\r\n\r\n",
+		status, reason, blen);
+	fwrite(body, 1, blen, o);
+	free(body);
+	if (fclose(o) != 0) {
+		free(out);
+		return NULL;
+	}
+	*len = olen;
+	return out;
+}
+
+/* ---- the endpoint ---- */
+
+static void stats_conn_close(struct stats_conn *c)
+{
+	ev_io_stop(stats_loop, &c->io);
+	ev_timer_stop(stats_loop, &c->timer);
+	close(c->fd);
+	*c->pprev = c->next;
+	if (c->next != NULL)
+		c->next->pprev = c->pprev;
+	stats_nconns--;
+	free(c->out);
+	free(c);
+}
+
+static void stats_conn_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct stats_conn *c = container_of(w, struct stats_conn, io);
+	ssize_t r;
+
+	(void)revents;
+	if (c->out == NULL) {
+		r = recv(c->fd, c->req + c->len, sizeof(c->req) - c->len, 0);
+		if (r == -1 && (errno == EAGAIN || errno == EINTR))
+			return;
+		if (r <= 0) {
+			stats_conn_close(c);
+			return;
+		}
+		c->len += (size_t)r;
+		/* The request line is all we use; wait for the head's end
+		 * (or a full buffer) so the client is done sending. */
+		if (memmem(c->req, c->len, "\r\n\r\n", 4) == NULL &&
+		    memmem(c->req, c->len, "\n\n", 2) == NULL &&
+		    c->len < sizeof(c->req))
+			return;
+		c->out = stats_response(c->req, c->len, &c->outlen);
+		if (c->out == NULL) {
+			stats_conn_close(c);
+			return;
+		}
+		ev_io_stop(loop, &c->io);
+		ev_io_set(&c->io, c->fd, EV_WRITE);
+		ev_io_start(loop, &c->io);
+	}
+	r = send(c->fd, c->out + c->sent, c->outlen - c->sent, MSG_NOSIGNAL);
+	if (r == -1 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (r > 0)
+		c->sent += (size_t)r;
+	if (r <= 0 || c->sent == c->outlen)
+		stats_conn_close(c);
+}
+
+static void stats_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	stats_conn_close(container_of(w, struct stats_conn, timer));
+}
+
+static void stats_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	int fd;
+
+	(void)w;
+	(void)revents;
+	while ((fd = accept4(stats_fd, NULL, NULL,
+			     SOCK_NONBLOCK | SOCK_CLOEXEC)) != -1) {
+		struct stats_conn *c;
+
+		/* A scrape is tiny; more than a few at once is abuse. */
+		if (stats_nconns >= STATS_CONN_MAX ||
+		    (c = calloc(1, sizeof(*c))) == NULL) {
+			close(fd);
+			continue;
+		}
+		c->fd = fd;
+		ev_io_init(&c->io, stats_conn_cb, fd, EV_READ);
+		ev_timer_init(&c->timer, stats_timeout_cb, STATS_TIMEOUT, 0);
+		ev_io_start(loop, &c->io);
+		ev_timer_start(loop, &c->timer);
+		c->next = stats_conns;
+		if (stats_conns != NULL)
+			stats_conns->pprev = &c->next;
+		stats_conns = c;
+		c->pprev = &stats_conns;
+		stats_nconns++;
+	}
+}
+
+int stats_listen(struct ev_loop *loop, const union sockname *addr)
+{
+	int fd, one = 1, saved;
+
+	fd = socket(addr->sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+		    0);
+	if (fd == -1)
+		return -1;
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1 ||
+	    bind(fd, &addr->sa, addr_len(addr)) == -1 || listen(fd, 16) == -1) {
+		saved = errno;
+		close(fd);
+		errno = saved;
+		return -1;
+	}
+	stats_close();
+	stats_fd = fd;
+	stats_loop = loop;
+	ev_io_init(&stats_accept_io, stats_accept_cb, fd, EV_READ);
+	ev_io_start(loop, &stats_accept_io);
+	return 0;
+}
+
+void stats_close(void)
+{
+	while (stats_conns != NULL)
+		stats_conn_close(stats_conns);
+	if (stats_fd != -1) {
+		ev_io_stop(stats_loop, &stats_accept_io);
+		close(stats_fd);
+		stats_fd = -1;
+	}
+}
