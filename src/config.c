@@ -524,6 +524,10 @@ static const struct config_key config_keys[] = {
 	{ SEC_FORWARD, "reject_early_talkers", config_key_early, false },
 };
 
+/* struct config_parse.seen has a bit per key. */
+_Static_assert(sizeof(config_keys) / sizeof(config_keys[0]) <= 64,
+	       "config_parse.seen is a 64-bit mask");
+
 static void config_forward_defaults(struct forward_cfg *f)
 {
 	memset(f, 0, sizeof(*f));

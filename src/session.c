@@ -60,6 +60,8 @@ static const char sess_reply_limit_ip[] =
 	"421 4.7.0 Too many connections from your address, try again later\r\n";
 static const char sess_reply_limit_total[] =
 	"421 4.7.0 Too many connections, try again later\r\n";
+static const char sess_reply_early[] =
+	"554 5.5.1 Error: SMTP protocol violation: you talked before the greeting\r\n";
 static const char sess_reply_unavailable[] =
 	"421 4.4.1 Mail server temporarily unavailable, try again later\r\n";
 
@@ -116,6 +118,7 @@ struct sess {
 	bool up_done;
 	bool down_done;
 	bool tls_up; /* handshake finished */
+	bool hold_up; /* reject_early_talkers: client unread until greeting */
 	size_t lingered; /* client bytes dropped while lingering */
 	const char *reply; /* our own reply, if any */
 	enum stats_result reply_result; /* logged once the reply is out */
@@ -558,14 +561,43 @@ static bool sess_backend_vanished(struct sess *s)
 	return true;
 }
 
+/* reject_early_talkers: until the greeting has passed, client bytes are
+ * only peeked at, never relayed; any byte at all gets 554. Returns true
+ * when the session was answered. */
+static bool sess_early_check(struct sess *s)
+{
+	char c;
+	ssize_t r = recv(s->cfd, &c, 1, MSG_PEEK);
+
+	if (r == 1) {
+		s->early_talker = true;
+		sess_set_why(s, "client talked before the greeting");
+		sess_reply(s, STATS_DENIED, sess_reply_early);
+		return true;
+	}
+	if (r == 0 || (errno != EAGAIN && errno != EINTR))
+		s->hold_up = false; /* closed or failed: let the flow see it */
+	return false;
+}
+
 static void sess_update_relay(struct sess *s, bool run_up, bool run_down)
 {
 	int cev = 0, bev = 0;
 
-	if (run_up && !s->up_done)
-		s->up_want = pump_run(&s->up);
 	if (run_down && !s->down_done)
 		s->down_want = pump_run(&s->down);
+	if (s->hold_up) {
+		if (s->smtp == NULL || s->smtp->greeting.done) {
+			s->hold_up = false;
+			run_up = true; /* bytes may be waiting */
+		} else if (run_up) {
+			if (sess_early_check(s))
+				return;
+			run_up = !s->hold_up;
+		}
+	}
+	if (run_up && !s->up_done)
+		s->up_want = pump_run(&s->up);
 
 	if ((s->down_want & (PUMP_FAILED | PUMP_DONE)) && !s->down_done) {
 		if (sess_backend_vanished(s))
@@ -1009,7 +1041,7 @@ static void sess_connected(struct sess *s)
 		sess_reply(s, STATS_ERROR, sess_reply_unavailable);
 		return;
 	}
-	if (cfg->log_greeting) {
+	if (cfg->log_greeting || cfg->reject_early_talkers) {
 		s->smtp = calloc(1, sizeof(*s->smtp));
 		if (s->smtp != NULL) {
 			smtp_reply_init(&s->smtp->greeting);
@@ -1019,6 +1051,10 @@ static void sess_connected(struct sess *s)
 			s->down.observe = sess_observe_down;
 		}
 	}
+	/* Only the plain relay can hold the client back (STARTTLS has its
+	 * own dialogue, implicit TLS already read the client). */
+	s->hold_up = cfg->reject_early_talkers && s->smtp != NULL &&
+		     cfg->tls == TLS_OFF;
 	s->deadline = ev_now(s->loop) + SESS_SMTP_GRACE;
 	s->last_active = ev_now(s->loop);
 	sess_arm_timer(s, s->smtp != NULL && SESS_SMTP_GRACE < cfg->idle_timeout ?

@@ -211,3 +211,29 @@ def test_quick_mode_proxy_v1(smtpfwd, backend):
         exchange(c, b"hello")
     [rx] = b.wait_results(1)
     assert rx == f"PROXY TCP4 127.0.0.1 127.0.0.1 {cport} {p}\r\n".encode() + b"hello"
+
+
+def test_log_level_warn_hides_session_lines(smtpfwd, backend):
+    from conftest import is_listening, wait_for
+    b = backend(lambda c: exchange(c, b"x"))
+    port = free_port()
+    d = smtpfwd.start(ini({"log_level": "warn"},
+                          {"t": {"listen": f"127.0.0.1:{port}", "backend": b.addr}}),
+                      wait_ready=False)
+    wait_for(lambda: is_listening(port), IO_TIMEOUT, "the listener")
+    with connect("127.0.0.1", port) as c:
+        assert exchange(c, b"y") == b"x"
+    b.wait_results(1)
+    assert d.stop() == 0
+    recs = d.records()
+    assert all(r["level"] in ("warn", "error") for r in recs), d.describe()
+
+
+def test_log_level_debug_keeps_session_lines(smtpfwd, backend):
+    b = backend(lambda c: exchange(c, b"x"))
+    port = free_port()
+    d = smtpfwd.start(ini({"log_level": "debug"},
+                          {"t": {"listen": f"127.0.0.1:{port}", "backend": b.addr}}))
+    with connect("127.0.0.1", port) as c:
+        assert exchange(c, b"y") == b"x"
+    assert d.session_for(c)["result"] == "forwarded"

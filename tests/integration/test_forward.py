@@ -3,6 +3,7 @@ half-close, backpressure, many sessions, IPv6, failover, backend down,
 connect timeout, idle timeout."""
 
 import concurrent.futures
+import os
 import select
 import socket
 import threading
@@ -333,3 +334,43 @@ def test_idle_timeout_reset_by_traffic(smtpfwd, backend, pump):
     s = d.session_for(c)
     assert s["result"] == "forwarded", s
     assert "idle" not in s["reason"]
+
+
+def daemon_pipe_fds(pid):
+    fds = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("pipe:"):
+                fds.append(fd)
+        except FileNotFoundError:
+            pass
+    return len(fds)
+
+
+def test_idle_sessions_hold_no_pipes(smtpfwd, backend):
+    """Splice pipes are taken while bytes move and given back once drained:
+    40 idle sessions that each moved data do not hold 40 sets of pipes."""
+    def echo(conn):
+        while True:
+            data = conn.recv(65536)
+            if not data:
+                return None
+            conn.sendall(data)
+    b = backend(echo)
+    d = smtpfwd.forward([b.addr], pump="splice")
+    base = daemon_pipe_fds(d.pid)
+    payload = random_bytes(200_000, "pipes")
+    clients = []
+    try:
+        for _ in range(40):
+            c = connect("127.0.0.1", d.port)
+            clients.append(c)
+            c.sendall(payload)
+            assert recv_exactly(c, len(payload)) == payload
+        held = daemon_pipe_fds(d.pid) - base
+        assert held <= 16, f"{held} pipe fds held by 40 idle sessions"
+    finally:
+        for c in clients:
+            c.close()
+    sessions = d.wait_sessions(40)
+    assert all(s["pump"] == "splice" for s in sessions), sessions[0]
