@@ -32,11 +32,17 @@ LIB := $(BUILD)/libsmtpfwd.a
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all run check check-unit check-integration deps deps-test install clean bench
+.PHONY: all run check check-asan check-unit check-integration deps deps-test \
+	install clean bench fuzz FORCE
 
 all: smtpfwd
 
-smtpfwd: $(BUILD)/main.o $(LIB)
+# ./smtpfwd is a copy of the binary of the last build flavour asked for,
+# so switching between SAN=1 and a plain build never leaves a stale one.
+smtpfwd: $(BUILD)/smtpfwd FORCE
+	@cmp -s $< $@ || cp $< $@
+
+$(BUILD)/smtpfwd: $(BUILD)/main.o $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(LIB): $(LIB_OBJS)
@@ -77,6 +83,11 @@ check: deps deps-test
 	$(PYTHON) tests/summary.py build/results/*.xml || status=1; \
 	exit $$status
 
+# The whole suite under AddressSanitizer + UndefinedBehaviorSanitizer
+# (LeakSanitizer included): a report makes the process fail.
+check-asan:
+	@$(MAKE) --no-print-directory SAN=1 check
+
 check-unit: $(UNIT_BINS)
 	@for t in $(UNIT_BINS); do $$t || exit 1; done
 
@@ -88,6 +99,8 @@ install: smtpfwd
 		$(DESTDIR)$(PREFIX)/share/man/man5 $(DESTDIR)/etc/smtpfwd
 	install -m 0755 smtpfwd $(DESTDIR)$(PREFIX)/sbin/smtpfwd
 	install -m 0644 etc/smtpfwd.ini $(DESTDIR)/etc/smtpfwd/smtpfwd.ini.example
+	install -m 0644 docs/smtpfwd.8 $(DESTDIR)$(PREFIX)/share/man/man8/smtpfwd.8
+	install -m 0644 docs/smtpfwd.ini.5 $(DESTDIR)$(PREFIX)/share/man/man5/smtpfwd.ini.5
 
 clean:
 	rm -rf build smtpfwd
