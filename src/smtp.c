@@ -99,6 +99,26 @@ static void smtp_reply_end_line(struct smtp_reply *r)
 		r->done = true;
 }
 
+/* The scan limit passed inside a line: a reply that long is not worth
+ * following further, but a line that starts like a reply still tells
+ * its code (an over-long "220 ..." greeting is a 220). */
+static void smtp_reply_cut(struct smtp_reply *r)
+{
+	bool first = r->scanned == r->line_pos;
+	uint16_t code;
+
+	r->done = true;
+	r->truncated = true;
+	if (r->line_pos < 4 || !smtp_is_digit(r->head[0]) ||
+	    !smtp_is_digit(r->head[1]) || !smtp_is_digit(r->head[2]) ||
+	    (r->head[3] != ' ' && r->head[3] != '-'))
+		return;
+	code = (uint16_t)((r->head[0] - '0') * 100 + (r->head[1] - '0') * 10 +
+			  (r->head[2] - '0'));
+	if (first || code == r->code)
+		r->code = code;
+}
+
 size_t smtp_reply_feed(struct smtp_reply *r, const char *data, size_t n)
 {
 	size_t used = 0;
@@ -121,8 +141,8 @@ size_t smtp_reply_feed(struct smtp_reply *r, const char *data, size_t n)
 			r->scanned++;
 			smtp_reply_end_line(r);
 		}
-		if (r->scanned >= SMTP_REPLY_SCAN_MAX)
-			r->done = true;
+		if (r->scanned >= SMTP_REPLY_SCAN_MAX && !r->done)
+			smtp_reply_cut(r);
 	}
 	return used;
 }

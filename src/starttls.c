@@ -171,10 +171,13 @@ long starttls_client(struct starttls *st, const char *data, size_t n,
 		used += take;
 		if (lf == NULL)
 			break;
-		if (starttls_command(st, st->cline, st->clen, to_backend,
+		/* The line is taken even if its answer does not fit, so a
+		 * caller that carries on never sees it glued to the next. */
+		take = st->clen;
+		st->clen = 0;
+		if (starttls_command(st, st->cline, take, to_backend,
 				     to_client) == -1)
 			return -1;
-		st->clen = 0;
 		if (st->phase == STARTTLS_HANDSHAKE)
 			return (long)n; /* the rest is discarded */
 	}
@@ -361,9 +364,10 @@ long starttls_backend(struct starttls *st, const char *data, size_t n,
 		used += take;
 		if (lf == NULL)
 			break;
-		if (starttls_backend_line(st, st->bline, st->blen, to_client) == -1)
-			return -1;
+		take = st->blen; /* taken even if it does not fit, as above */
 		st->blen = 0;
+		if (starttls_backend_line(st, st->bline, take, to_client) == -1)
+			return -1;
 	}
 	return (long)used;
 }

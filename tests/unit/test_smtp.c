@@ -327,12 +327,20 @@ static void test_reply_scan_limit(void **state)
 	assert_int_equal(res.code, 220);
 	assert_true(res.truncated);
 
-	/* one line without an end */
+	/* one line without an end: its first bytes still give the code */
 	memset(buf, 'a', N);
 	memcpy(buf, "220 ", 4);
 	reply_all_splits(buf, N, &res);
 	assert_true(res.done);
+	assert_true(res.truncated);
 	assert_int_equal(res.used, SMTP_REPLY_SCAN_MAX);
+	assert_int_equal(res.code, 220);
+
+	/* ... but not when they are not a reply code */
+	memset(buf, 'a', N);
+	memcpy(buf, "22x ", 4);
+	reply_all_splits(buf, N, &res);
+	assert_true(res.done);
 	assert_int_equal(res.code, 0);
 
 	/* a final line ending on the very last byte allowed is complete */
