@@ -538,8 +538,9 @@ static bool sess_backend_vanished(struct sess *s)
 {
 	char buf[ADDR_STRLEN];
 
-	/* A client that already closed needs nothing more. */
-	if (s->down.bytes > 0 || s->up_done)
+	/* A client that already finished sending needs nothing more: the
+	 * backend's silent close is its answer. */
+	if (s->down.bytes > 0 || s->up_done || s->up.eof)
 		return false;
 	sess_set_why(s, "backend %s closed without a greeting",
 		     addr_format(&s->baddr, buf, sizeof(buf)));
@@ -790,8 +791,12 @@ static void sess_starttls_run(struct sess *s)
 		cw = bw = 0;
 		if (!sess_starttls_client_in(s, &cw, &progress))
 			return;
-		while (!buffer_empty(&s->cin) && (st->phase == STARTTLS_COMMAND ||
-						  st->phase == STARTTLS_HANDSHAKE)) {
+		/* Stop answering while our replies pile up unread (a client
+		 * pipelining refused commands): reading resumes as they go. */
+		while (!buffer_empty(&s->cin) &&
+		       buffer_used(&s->down.buf) < BUFFER_SIZE / 2 &&
+		       (st->phase == STARTTLS_COMMAND ||
+			st->phase == STARTTLS_HANDSHAKE)) {
 			size_t avail;
 			const char *p = buffer_read_ptr(&s->cin, &avail);
 			long used = starttls_client(st, p, avail, &s->up.buf,

@@ -128,10 +128,11 @@ static int starttls_command(struct starttls *st, const char *line, size_t n,
 	st->first_line = true;
 	st->have_held = false;
 	st->blen = 0;
-	if (starttls_is_mail_verb(verb) || strcmp(verb, "QUIT") == 0 ||
-	    (st->tls_active && !st->ehlo && strcmp(verb, "HELO") != 0)) {
-		/* The client has chosen: plaintext mail, or TLS done and no
-		 * EHLO reply left to clean. Nothing more to look at. */
+	if (starttls_is_mail_verb(verb) || strcmp(verb, "QUIT") == 0) {
+		/* A mail transaction (in plaintext, or over TLS) or the end:
+		 * no EHLO reply is left to clean. Nothing more to look at.
+		 * (NOOP, RSET... after TLS keep us watching, so a later EHLO
+		 * still loses the backend's STARTTLS.) */
 		st->phase = STARTTLS_RELAY;
 		return 0;
 	}
@@ -211,7 +212,8 @@ static bool starttls_is_starttls_ext(const char *line, size_t n)
 	while (end < n && line[end] != ' ' && line[end] != '\t' &&
 	       line[end] != '\r' && line[end] != '\n')
 		end++;
-	return n >= 4 && end - 4 == 8 && strncasecmp(line + 4, "STARTTLS", 8) == 0;
+	return n >= 4 && end - 4 == 8 &&
+	       strncasecmp(line + 4, "STARTTLS", 8) == 0;
 }
 
 /* Send line (with any line end) with its separator set to sep. */
