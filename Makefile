@@ -40,7 +40,7 @@ all: smtpfwd
 # ./smtpfwd is a copy of the binary of the last build flavour asked for,
 # so switching between SAN=1 and a plain build never leaves a stale one.
 smtpfwd: $(BUILD)/smtpfwd FORCE
-	@cmp -s $< $@ || cp $< $@
+	@cmp -s $< $@ || { cp $< $@.tmp && mv -f $@.tmp $@; }
 
 $(BUILD)/smtpfwd: $(BUILD)/main.o $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)

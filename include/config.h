@@ -17,6 +17,14 @@ enum log_level { LOG_LVL_ERROR, LOG_LVL_WARN, LOG_LVL_INFO, LOG_LVL_DEBUG };
 enum log_format { LOG_FMT_TEXT, LOG_FMT_JSON };
 enum proxy_version { PROXY_OFF, PROXY_V1, PROXY_V2 };
 enum tls_mode { TLS_OFF, TLS_IMPLICIT, TLS_STARTTLS };
+/* How the backend learns who the client is (client_identity). */
+enum client_identity {
+	IDENT_UNSET, /* only while parsing */
+	IDENT_NONE,
+	IDENT_PROXY_V1,
+	IDENT_PROXY_V2,
+	IDENT_XCLIENT,
+};
 
 struct listen_cfg {
 	union sockname sa;
@@ -50,6 +58,9 @@ struct forward_cfg {
 	bool tls_required;
 	bool log_greeting;
 	bool reject_early_talkers;
+	enum client_identity identity; /* never IDENT_UNSET once loaded */
+	int identity_line; /* where client_identity was set, 0 if not */
+	int proxy_line; /* where proxy_protocol was set, 0 if not */
 };
 
 struct config {
@@ -103,5 +114,6 @@ const struct forward_cfg *config_find_forward(const struct config *cfg,
 
 const char *config_proxy_str(enum proxy_version v);
 const char *config_tls_str(enum tls_mode m);
+const char *config_identity_str(enum client_identity id);
 
 #endif

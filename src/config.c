@@ -182,6 +182,15 @@ static const char *const config_level_names[] = { "error", "warn", "info",
 						   "debug", NULL };
 static const char *const config_format_names[] = { "text", "json", NULL };
 static const char *const config_proxy_names[] = { "off", "v1", "v2", NULL };
+/* Index = enum client_identity; "(unset)" cannot be typed in a value. */
+static const char *const config_identity_names[] = {
+	"(unset)", "none", "proxy-v1", "proxy-v2", "xclient", NULL
+};
+
+const char *config_identity_str(enum client_identity id)
+{
+	return config_identity_names[id];
+}
 static const char *const config_tls_names[] = { "off", "implicit",
 						 "starttls", NULL };
 
@@ -368,8 +377,30 @@ CONFIG_ENUM_KEY(config_key_log_level, config_level_names,
 		p->cfg->log_level, "error, warn, info or debug")
 CONFIG_ENUM_KEY(config_key_log_format, config_format_names,
 		p->cfg->log_format, "text or json")
-CONFIG_ENUM_KEY(config_key_proxy, config_proxy_names,
-		config_cur_fwd(p)->proxy_protocol, "off, v1 or v2")
+static void config_key_proxy(struct config_parse *p, const char *key, char *v)
+{
+	int i = config_parse_enum(v, config_proxy_names);
+
+	if (i == -1) {
+		config_bad_value(p, key, v, "off, v1 or v2");
+		return;
+	}
+	config_cur_fwd(p)->proxy_protocol = (enum proxy_version)i;
+	config_cur_fwd(p)->proxy_line = p->lineno;
+}
+
+static void config_key_identity(struct config_parse *p, const char *key,
+				char *v)
+{
+	int i = config_parse_enum(v, config_identity_names);
+
+	if (i <= 0) {
+		config_bad_value(p, key, v, "none, proxy-v1, proxy-v2 or xclient");
+		return;
+	}
+	config_cur_fwd(p)->identity = (enum client_identity)i;
+	config_cur_fwd(p)->identity_line = p->lineno;
+}
 CONFIG_ENUM_KEY(config_key_tls, config_tls_names, config_cur_fwd(p)->tls,
 		"off, implicit or starttls")
 
@@ -514,6 +545,7 @@ static const struct config_key config_keys[] = {
 	{ SEC_FORWARD, "connect_timeout", config_key_connect_timeout, false },
 	{ SEC_FORWARD, "idle_timeout", config_key_idle_timeout, false },
 	{ SEC_FORWARD, "proxy_protocol", config_key_proxy, false },
+	{ SEC_FORWARD, "client_identity", config_key_identity, false },
 	{ SEC_FORWARD, "tls", config_key_tls, false },
 	{ SEC_FORWARD, "tls_cert", config_key_tls_cert, false },
 	{ SEC_FORWARD, "tls_key", config_key_tls_key, false },
@@ -808,6 +840,43 @@ static char *config_reader(char *out, int num, void *stream)
 }
 
 /* Whole-config checks, after every line was read. */
+/* client_identity and proxy_protocol describe one choice: make them
+ * agree, and say so when a forward hides every client behind us. */
+static void config_validate_identity(struct config_parse *p,
+				     struct forward_cfg *f)
+{
+	static const enum proxy_version want[] = {
+		[IDENT_NONE] = PROXY_OFF,
+		[IDENT_PROXY_V1] = PROXY_V1,
+		[IDENT_PROXY_V2] = PROXY_V2,
+		[IDENT_XCLIENT] = PROXY_OFF,
+	};
+
+	if (f->identity == IDENT_UNSET) {
+		if (f->proxy_protocol == PROXY_V1)
+			f->identity = IDENT_PROXY_V1;
+		else if (f->proxy_protocol == PROXY_V2)
+			f->identity = IDENT_PROXY_V2;
+		else {
+			f->identity = IDENT_NONE;
+			config_warn(p, f->line,
+				    "[forward %s]: the backend will see every client as coming from smtpfwd "
+				    "(no PROXY header, no XCLIENT); set client_identity = proxy-v2 or xclient, "
+				    "or client_identity = none if that is intended",
+				    p->name, f->line, f->name);
+		}
+		return;
+	}
+	if (f->proxy_line != 0 && f->proxy_protocol != want[f->identity])
+		config_error(p, f->proxy_line,
+			     "[forward %s]: proxy_protocol = %s contradicts client_identity = %s (line %d)",
+			     p->name, f->proxy_line, f->name,
+			     config_proxy_str(f->proxy_protocol),
+			     config_identity_str(f->identity), f->identity_line);
+	else
+		f->proxy_protocol = want[f->identity];
+}
+
 static void config_validate(struct config_parse *p)
 {
 	struct config *c = p->cfg;
@@ -846,6 +915,7 @@ static void config_validate(struct config_parse *p)
 		if (f->tls_required && f->tls != TLS_STARTTLS)
 			config_warn(p, f->line, "[forward %s]: tls_required applies only to tls = starttls",
 				    p->name, f->line, f->name);
+		config_validate_identity(p, f);
 		for (size_t j = 0; j < f->nlisten; j++) {
 			struct listen_cfg *l = &f->listen[j];
 			bool dup = false;

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "checkrelay.h"
 #include "config.h"
 #include "log.h"
 #include "pump.h"
@@ -17,6 +18,7 @@ static void main_usage(FILE *out)
 	fprintf(out,
 		"usage: smtpfwd [-t] [-c FILE]\n"
 		"       smtpfwd [-t] -l LISTEN -b BACKEND [-P v1|v2] [-l ... -b ...]\n"
+		"       smtpfwd --check-relay NAME [-c FILE]\n"
 		"       smtpfwd -V | -h\n"
 		"\n"
 		"  -c FILE     configuration file (default %s)\n"
@@ -24,6 +26,10 @@ static void main_usage(FILE *out)
 		"  -l LISTEN   quick mode: address to listen on, e.g. 0.0.0.0:25\n"
 		"  -b BACKEND  quick mode: mail server for the -l before it, e.g. 10.0.0.2:2525\n"
 		"  -P v1|v2    quick mode: send a PROXY protocol header to the backends\n"
+		"  -R, --check-relay NAME\n"
+		"              open-relay self-test through forward NAME: exit 0 when\n"
+		"              the backend refuses to relay, 1 when it accepts, 2 when\n"
+		"              the test cannot run (no mail is ever sent)\n"
 		"  -V          print the version\n"
 		"  -h          print this help\n"
 		"\n"
@@ -67,11 +73,20 @@ int main(int argc, char **argv)
 	bool test_only = false, pp_set = false;
 	struct config_diag diag = { 0 };
 	struct config *cfg;
-	const char *env;
+	const char *env, *check_relay = NULL;
+	static const struct option longopts[] = {
+		{ "check-relay", required_argument, NULL, 'R' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
 	int c;
 
-	while ((c = getopt(argc, argv, "c:tl:b:P:Vh")) != -1) {
+	while ((c = getopt_long(argc, argv, "c:tl:b:P:R:Vh", longopts, NULL)) != -1) {
 		switch (c) {
+		case 'R':
+			check_relay = optarg;
+			break;
 		case 'c':
 			path = optarg;
 			break;
@@ -141,6 +156,12 @@ int main(int argc, char **argv)
 		if (!test_only)
 			fprintf(stderr, "smtpfwd: not starting: configuration has errors\n");
 		return 1;
+	}
+	if (check_relay != NULL) {
+		enum checkrelay_result r = checkrelay_run(cfg, check_relay, stdout);
+
+		config_unref(cfg);
+		return (int)r;
 	}
 	if (test_only) {
 		if (main_check_tls(cfg, path != NULL ? path : "command line") > 0) {

@@ -35,6 +35,7 @@
 #include "starttls.h"
 #include "stats.h"
 #include "tls.h"
+#include "xclient.h"
 
 #include <openssl/ssl.h>
 
@@ -61,13 +62,16 @@ static const char sess_reply_limit_ip[] =
 static const char sess_reply_limit_total[] =
 	"421 4.7.0 Too many connections, try again later\r\n";
 static const char sess_reply_early[] =
-	"554 5.5.1 Error: SMTP protocol violation: you talked before the greeting\r\n";
+	"554 5.5.1 Protocol error: you talked before the greeting\r\n";
+static const char sess_reply_identity[] =
+	"421 4.7.0 Cannot pass on your identity to the mail server, try again later\r\n";
 static const char sess_reply_unavailable[] =
 	"421 4.4.1 Mail server temporarily unavailable, try again later\r\n";
 
 enum sess_state {
 	SESS_HANDSHAKE, /* TLS handshake with the client */
 	SESS_CONNECT,
+	SESS_XCLIENT, /* telling the backend who the client is */
 	SESS_STARTTLS, /* the plaintext dialogue of tls=starttls */
 	SESS_RELAY,
 	SESS_REPLY,
@@ -107,6 +111,7 @@ struct sess {
 	struct sess_smtp *smtp; /* non-NULL during the SMTP phase */
 	SSL *ssl; /* client side, once TLS is started */
 	struct starttls *st; /* during the STARTTLS dialogue */
+	struct xclient *xc; /* during the XCLIENT exchange */
 	struct buffer cin; /* client bytes the dialogue has not taken yet */
 	char *greeting; /* for the log, once the phase is over */
 	char *helo;
@@ -353,6 +358,7 @@ static void sess_close(struct sess *s, enum stats_result result,
 		s->ssl = NULL;
 	}
 	free(s->st);
+	free(s->xc);
 	sess_close_fd(&s->cfd);
 	sess_close_fd(&s->bfd);
 	if (s->counted)
@@ -667,6 +673,83 @@ static void sess_update_reply(struct sess *s)
 	sess_watch(s, &s->cio, s->cfd, EV_WRITE);
 }
 
+/* ---- client_identity = xclient ---- */
+
+/* Our name in the EHLO we send on the client's behalf. */
+static const char *sess_hostname(void)
+{
+	static char name[SMTP_DOMAIN_MAX + 1];
+
+	if (name[0] == '\0' && (gethostname(name, sizeof(name) - 1) == -1 ||
+				name[0] == '\0'))
+		snprintf(name, sizeof(name), "smtpfwd");
+	return name;
+}
+
+static void sess_relay_start(struct sess *s);
+static int sess_events(unsigned want);
+
+static void sess_xclient_run(struct sess *s)
+{
+	struct xclient *x = s->xc;
+	char tmp[2048];
+	unsigned w = 0, bw = 0;
+	ssize_t r;
+	long used;
+
+	for (;;) {
+		w = pump_flush(&s->up);
+		if (w & PUMP_FAILED) {
+			sess_flow_failed(s, &s->up);
+			sess_close(s, STATS_ERROR, s->why);
+			return;
+		}
+		bw = w;
+		r = pump_read(&s->down, tmp, sizeof(tmp), &w);
+		if (r == -1 && (w & PUMP_FAILED)) {
+			sess_flow_failed(s, &s->down);
+			sess_close(s, STATS_ERROR, s->why);
+			return;
+		}
+		if (r == -1) {
+			bw |= w;
+			break;
+		}
+		if (r == 0) {
+			sess_set_why(s, "XCLIENT: backend closed the connection");
+			sess_reply(s, STATS_BACKEND_UNAVAILABLE, sess_reply_unavailable);
+			return;
+		}
+		used = xclient_backend(x, tmp, (size_t)r, &s->up.buf, &s->down.buf);
+		if (used == -1) {
+			sess_set_why(s, "XCLIENT: reply too large");
+			sess_reply(s, STATS_ERROR, sess_reply_identity);
+			return;
+		}
+		if (x->phase == XCLIENT_FAILED) {
+			sess_set_why(s, "XCLIENT: %s", x->failure);
+			log_msg(LOG_LVL_WARN, "xclient_failed", "forward %s: %s",
+				s->fwd->cfg->name, s->why);
+			sess_reply(s, STATS_ERROR, sess_reply_identity);
+			return;
+		}
+		if (x->phase == XCLIENT_DONE) {
+			/* What followed the new greeting is the backend's own. */
+			if (used < r && pump_queue(&s->down, tmp + used,
+						   (size_t)(r - used)) == -1) {
+				sess_set_why(s, "XCLIENT: backend talked too much");
+				sess_reply(s, STATS_ERROR, sess_reply_identity);
+				return;
+			}
+			free(s->xc);
+			s->xc = NULL;
+			sess_relay_start(s);
+			return;
+		}
+	}
+	sess_watch(s, &s->bio, s->bfd, sess_events(bw));
+}
+
 /* ---- tls = starttls: the plaintext dialogue ---- */
 
 static int sess_events(unsigned want)
@@ -853,6 +936,8 @@ static void sess_update(struct sess *s, bool run_up, bool run_down)
 		sess_update_reply(s);
 	else if (s->state == SESS_STARTTLS)
 		sess_starttls_run(s);
+	else if (s->state == SESS_XCLIENT)
+		sess_xclient_run(s);
 }
 
 /* ---- TLS with the client ---- */
@@ -979,6 +1064,7 @@ static void sess_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	case SESS_LINGER:
 		sess_close(s, s->reply_result, s->why);
 		return;
+	case SESS_XCLIENT:
 	case SESS_STARTTLS:
 	case SESS_RELAY:
 		break;
@@ -1046,6 +1132,34 @@ static void sess_connected(struct sess *s)
 		sess_reply(s, STATS_ERROR, sess_reply_unavailable);
 		return;
 	}
+	s->last_active = ev_now(s->loop);
+	if (cfg->identity == IDENT_XCLIENT) {
+		s->xc = malloc(sizeof(*s->xc));
+		if (s->xc == NULL) {
+			sess_set_why(s, "out of memory");
+			sess_close(s, STATS_ERROR, s->why);
+			return;
+		}
+		xclient_init(s->xc, sess_hostname(), &s->client, &s->local);
+		s->state = SESS_XCLIENT;
+		sess_arm_timer(s, cfg->idle_timeout);
+		/* The client hears nothing until the backend took XCLIENT. */
+		ev_io_stop(s->loop, &s->cio);
+		sess_xclient_run(s);
+		return;
+	}
+	sess_relay_start(s);
+}
+
+/* The backend is ready for the client (after the PROXY header, or once
+ * XCLIENT went through, with its new greeting waiting in down.buf). */
+static void sess_relay_start(struct sess *s)
+{
+	const struct forward_cfg *cfg = s->fwd->cfg;
+	char greeting[XCLIENT_REPLY_MAX];
+	size_t glen = 0, avail;
+	const char *p;
+
 	if (cfg->log_greeting || cfg->reject_early_talkers) {
 		s->smtp = calloc(1, sizeof(*s->smtp));
 		if (s->smtp != NULL) {
@@ -1060,11 +1174,20 @@ static void sess_connected(struct sess *s)
 	 * own dialogue, implicit TLS already read the client). */
 	s->hold_up = cfg->reject_early_talkers && s->smtp != NULL &&
 		     cfg->tls == TLS_OFF;
+	s->state = SESS_RELAY;
 	s->deadline = ev_now(s->loop) + SESS_SMTP_GRACE;
-	s->last_active = ev_now(s->loop);
 	sess_arm_timer(s, s->smtp != NULL && SESS_SMTP_GRACE < cfg->idle_timeout ?
 				  SESS_SMTP_GRACE :
 				  cfg->idle_timeout);
+	/* A greeting already received (XCLIENT) is seen as if it had just
+	 * arrived: by the log and by the STARTTLS dialogue. */
+	p = buffer_read_ptr(&s->down.buf, &avail);
+	if (p != NULL && avail <= sizeof(greeting)) {
+		memcpy(greeting, p, avail);
+		glen = avail;
+		if (s->smtp != NULL)
+			sess_observe_down(&s->down, greeting, glen);
+	}
 	if (cfg->tls == TLS_STARTTLS) {
 		s->st = malloc(sizeof(*s->st));
 		if (s->st == NULL) {
@@ -1074,6 +1197,19 @@ static void sess_connected(struct sess *s)
 		}
 		starttls_init(s->st, cfg->tls_required);
 		s->state = SESS_STARTTLS;
+		if (glen > 0) {
+			long used;
+
+			buffer_release(&s->down.buf);
+			used = starttls_backend(s->st, greeting, glen, &s->down.buf);
+			if (used == -1 || (used < (long)glen &&
+					   pump_queue(&s->down, greeting + used,
+						      glen - (size_t)used) == -1)) {
+				sess_set_why(s, "STARTTLS dialogue: greeting too large");
+				sess_close(s, STATS_ERROR, s->why);
+				return;
+			}
+		}
 	}
 	/* Write the PROXY header (if any) and read whatever is waiting. */
 	sess_update(s, true, true);

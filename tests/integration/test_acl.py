@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from conftest import (IO_TIMEOUT, SMTP_SOURCE, SWAKS, closed_port, connect,
-                      have_ipv6, mini_smtp, recv_all, recv_reply, exchange)
+                      have_ipv6, mini_smtp, recv_all, recv_reply)
 
 GREETING = b"220 mini.example ESMTP\r\n"
 

@@ -6,8 +6,8 @@ import subprocess
 
 import pytest
 
-from conftest import (BIN, IO_TIMEOUT, Backend, base_env, connect, exchange,
-                      fmt_addr, free_port, ini, random_bytes, sha)
+from conftest import (BIN, IO_TIMEOUT, base_env, connect, exchange, free_port,
+                      ini, random_bytes, recv_all, sha)
 
 
 def run(args, timeout=IO_TIMEOUT):
@@ -202,13 +202,15 @@ def test_quick_mode_forwards(smtpfwd, backend, pump):
 
 def test_quick_mode_proxy_v1(smtpfwd, backend):
     def handler(c):
-        return exchange(c, b"")
+        got = recv_all(c)
+        c.sendall(b"bye")
+        return got
     b = backend(handler)
     p = free_port()
     smtpfwd.start(args=["-l", f"127.0.0.1:{p}", "-b", b.addr, "-P", "v1"])
     with connect("127.0.0.1", p) as c:
         cport = c.getsockname()[1]
-        exchange(c, b"hello")
+        assert exchange(c, b"hello") == b"bye"
     [rx] = b.wait_results(1)
     assert rx == f"PROXY TCP4 127.0.0.1 127.0.0.1 {cport} {p}\r\n".encode() + b"hello"
 

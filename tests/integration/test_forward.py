@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from conftest import (IO_TIMEOUT, connect, exchange, fmt_addr, free_port,
-                      closed_port, have_ipv6, mini_smtp, random_bytes,
-                      recv_all, recv_exactly, recv_reply, sha, wait_for)
+from conftest import (IO_TIMEOUT, closed_port, connect, exchange, fmt_addr,
+                      free_port, have_ipv6, mini_smtp, random_bytes, recv_all,
+                      recv_exactly, recv_reply, sha)
 
 needs_ipv6 = pytest.mark.skipif(not have_ipv6(), reason="no IPv6 loopback (::1)")
 
@@ -89,10 +89,12 @@ def test_half_close_client_first(smtpfwd, backend, pump):
     assert int(s["bytes_down"]) == len(got)
 
 
-def test_half_close_backend_first(smtpfwd, backend, pump):
-    """The backend's EOF reaches the client after all its data; the client
-    can still send afterwards and the backend gets every byte."""
-    down_data = random_bytes(800_009, "hb-down")
+@pytest.mark.parametrize("down", [800_009, 0], ids=["data", "no-data"])
+def test_half_close_backend_first(smtpfwd, backend, pump, down):
+    """The backend's EOF reaches the client after all its data (possibly
+    none at all); the client can still send afterwards and the backend gets
+    every byte."""
+    down_data = random_bytes(down, "hb-down")
     up_data = random_bytes(600_011, "hb-up")
 
     def handler(conn):

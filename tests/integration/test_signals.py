@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import (IO_TIMEOUT, connect, is_listening, mini_smtp, recv_all,
+from conftest import (connect, is_listening, mini_smtp, recv_all,
                       recv_reply, wait_for)
 
 

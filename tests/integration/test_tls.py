@@ -209,6 +209,66 @@ class Conn:
             self.raw.close()
 
 
+class BioTLS:
+    """A TLS client on memory BIOs, so that the client's Finished and its
+    first command leave in one send (a fast client; makes the server see
+    both at once, deterministically). recv/sendall like a socket."""
+
+    def __init__(self, sock, ctx, sni=None):
+        self.sock = sock
+        self.inc, self.out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.obj = ctx.wrap_bio(self.inc, self.out, server_hostname=sni)
+
+    def _flush(self):
+        data = self.out.read()
+        if data:
+            self.sock.sendall(data)
+
+    def _fill(self):
+        data = self.sock.recv(65536)
+        if data:
+            self.inc.write(data)
+        else:
+            self.inc.write_eof()
+
+    def handshake(self, first=b""):
+        while True:
+            try:
+                self.obj.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self._flush()
+                self._fill()
+        if first:
+            self.obj.write(first)
+        self._flush()  # Finished (+ first) in one send
+
+    def recv(self, n):
+        while True:
+            try:
+                return self.obj.read(n)
+            except ssl.SSLWantReadError:
+                self._flush()
+                self._fill()
+            except ssl.SSLZeroReturnError:
+                return b""
+
+    def sendall(self, data):
+        self.obj.write(data)
+        self._flush()
+
+    def shutdown_write(self):
+        """Send close_notify but keep reading (TLS half-close)."""
+        try:
+            self.obj.unwrap()
+        except ssl.SSLWantReadError:
+            pass  # sent; the peer's close_notify has not come yet
+        self._flush()
+
+    def close(self):
+        self.sock.close()
+
+
 def ehlo_lines(reply):
     lines = reply.split(b"\r\n")
     assert lines[-1] == b"", reply
@@ -553,6 +613,49 @@ def test_implicit_close_notify_after_quit(smtpfwd, smtp_sink, certs):
     assert s["tls"] == "TLSv1.3", s
 
 
+@pytest.mark.parametrize("mode", ["implicit", "starttls"])
+def test_client_close_notify_is_a_half_close(smtpfwd, backend, certs, mode):
+    """The client's close_notify reaches the backend as EOF (shutdown
+    SHUT_WR) after the data before it; the backend's answer after that EOF
+    still reaches the client inside TLS, then close_notify."""
+    def handler(conn):
+        conn.sendall(b"220 hc.example ESMTP\r\n")
+        data = b""
+        while True:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+            if data.endswith(b"EHLO client.example\r\n"):
+                conn.sendall(b"250 hc.example\r\n")
+        conn.sendall(b"250 2.0.0 got %d bytes before EOF\r\n" % len(data))
+        return data
+    b = backend(handler)
+    d = tls_forward(smtpfwd, [b.addr], mode, certs)
+    c = Conn.open(d.port)
+    try:
+        if mode == "starttls":
+            assert c.reply() == b"220 hc.example ESMTP\r\n"
+            assert c.cmd(b"EHLO client.example") == (b"250-hc.example\r\n"
+                                                     b"250 STARTTLS\r\n")
+            assert c.cmd(b"STARTTLS") == READY
+        bio = BioTLS(c.raw, client_ctx())
+        bio.handshake()
+        c.sock = bio
+        if mode == "implicit":
+            assert c.reply() == b"220 hc.example ESMTP\r\n"
+        bio.sendall(b"NOOP\r\n")
+        bio.shutdown_write()
+        assert c.rest() == b"250 2.0.0 got 6 bytes before EOF\r\n"
+    finally:
+        c.close()
+    pre = b"EHLO client.example\r\n" if mode == "starttls" else b""
+    assert b.wait_results(1) == [pre + b"NOOP\r\n"]
+    s = d.session_for(c.raw)
+    assert s["result"] == "forwarded", s
+    assert s["tls"] == "TLSv1.3", s
+
+
 # ==========================================================================
 # SNI and certificate files
 
@@ -767,8 +870,11 @@ def test_unsolicited_backend_bytes_not_sent_inside_tls(smtpfwd, backend, certs, 
         assert c.line() == READY
         if when == "during-handshake":
             inject()
-        c.tls(client_ctx())
-        post = c.cmd(b"EHLO client.example")
+        assert c.buf == b""
+        bio = BioTLS(c.raw, client_ctx())
+        bio.handshake(first=b"EHLO client.example\r\n")
+        c.sock = bio
+        post = c.reply()
         assert b"evil" not in post, post
         assert post.startswith(b"250-rec.example\r\n"), post
         assert c.cmd(b"QUIT") == b"221 2.0.0 Bye\r\n"
@@ -778,9 +884,9 @@ def test_unsolicited_backend_bytes_not_sent_inside_tls(smtpfwd, backend, certs, 
         c.close()
 
 
-def test_starttls_reply_to_syntax_and_repeat(smtpfwd, backend, certs):
-    """STARTTLS with an argument is a syntax error (no TLS); STARTTLS
-    inside TLS is refused; neither reaches the backend."""
+def test_starttls_with_argument_and_repeat_answered_by_proxy(smtpfwd, backend, certs):
+    """STARTTLS with an argument is a syntax error (no TLS); STARTTLS as the
+    first command inside TLS is refused; neither reaches the backend."""
     rec = Recorder()
     b = backend(rec)
     d = tls_forward(smtpfwd, [b.addr], "starttls", certs)
@@ -791,14 +897,36 @@ def test_starttls_reply_to_syntax_and_repeat(smtpfwd, backend, certs):
         assert c.cmd(b"STARTTLS now").startswith(b"501 ")
         assert c.cmd(b"STARTTLS") == READY
         c.tls(client_ctx())
-        c.cmd(b"EHLO client.example")
         again = c.cmd(b"STARTTLS")
-        assert again[:1] == b"5", again
+        assert again.startswith(b"554 "), again
+        assert c.cmd(b"EHLO client.example").startswith(b"250-rec.example")
         assert c.cmd(b"QUIT").startswith(b"221")
     finally:
         c.close()
     b.wait_results(1)
-    assert not any(l.upper().startswith(b"STARTTLS") for l in rec.seen()), rec.seen()
+    seen = rec.seen()
+    assert seen == [b"EHLO client.example", b"EHLO client.example", b"QUIT"], seen
+
+
+def test_starttls_after_post_tls_ehlo_not_forwarded(smtpfwd, backend, certs):
+    """RFC 3207: a client must not start TLS twice. A STARTTLS after the
+    post-TLS EHLO must not reach a backend that does STARTTLS itself (it
+    would answer 220 and wait for a handshake inside the tunnel); the
+    proxy refuses it like the one before EHLO."""
+    rec = Recorder(ehlo=(b"250-rec.example", b"250 STARTTLS"),
+                   starttls_reply=b"220 2.0.0 backend ready\r\n")
+    b = backend(rec)
+    d = tls_forward(smtpfwd, [b.addr], "starttls", certs)
+    c, _, _ = open_starttls(d.port)
+    try:
+        assert c.cmd(b"EHLO client.example").startswith(b"250")
+        again = c.cmd(b"STARTTLS")
+        assert again.startswith(b"5"), again
+    finally:
+        c.close()
+    b.wait_results(1)
+    seen = rec.seen()
+    assert b"STARTTLS" not in [l.upper() for l in seen], seen
 
 
 def test_tls_required_refuses_mail_before_starttls(smtpfwd, backend, certs):
@@ -1076,8 +1204,7 @@ def test_sighup_reloads_certificate(smtpfwd, backend, certs, workdir):
         os.replace(tmp, dst)
     n = len(reloads("info"))
     d.signal(signal.SIGHUP)
-    d.wait_record(lambda r: r.get("event") == "reload" and r.get("level") == "info"
-                  and len(reloads("info")) > n, what="reload log line")
+    wait_for(lambda: len(reloads("info")) > n, IO_TIMEOUT, "the reload log line")
     der = peer_der()
     assert der == certs.der("b"), subject_of(der)
     assert held.cmd(b"NOOP") == b"250 2.0.0 Ok\r\n"
@@ -1088,7 +1215,7 @@ def test_sighup_reloads_certificate(smtpfwd, backend, certs, workdir):
     shutil.copy(certs.key("a"), live_key)
     e = len(reloads("error"))
     d.signal(signal.SIGHUP)
-    d.wait_record(lambda r: len(reloads("error")) > e, what="reload error line")
+    wait_for(lambda: len(reloads("error")) > e, IO_TIMEOUT, "the reload error line")
     assert d.proc.poll() is None
     der = peer_der()
     assert der == certs.der("b"), subject_of(der)
@@ -1110,7 +1237,11 @@ def test_swaks(smtpfwd, smtp_sink, certs, mode, flag):
         capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
     out = r.stdout.decode(errors="replace") + r.stderr.decode(errors="replace")
     assert r.returncode == 0, out
-    assert "250 2.0.0 Ok" in out or "queued" in out.lower() or " 250 " in out, out
+    assert "=== TLS started with cipher TLSv1.3" in out, out
+    assert "=== TLS peer DN=\"/CN=a.example\"" in out, out
+    # "<~" marks replies read over TLS: the message was accepted inside TLS
+    assert "<~  354 " in out and "<~  250 2.0.0 Ok" in out, out
+    assert "<~  221 " in out, out
     s = d.wait_sessions(1)[0]
     assert s["result"] == "forwarded", s
     assert s["tls"].startswith("TLSv1."), s
