@@ -37,6 +37,9 @@ void log_fmt(struct log_line *l, const char *key, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 void log_end(struct log_line *l);
 
+/* One line per line of text (e.g. configuration diagnostics), as msg. */
+void log_text_lines(enum log_level level, const char *event, const char *text);
+
 /* A whole line with event and msg fields. */
 void log_msg(enum log_level level, const char *event, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));

@@ -840,6 +840,37 @@ static char *config_reader(char *out, int num, void *stream)
 }
 
 /* Whole-config checks, after every line was read. */
+/* Every file of a comma-separated list (certificates for SNI) must be
+ * readable; OpenSSL checks their contents later (-t and start). */
+static void config_check_files(struct config_parse *p,
+			       const struct forward_cfg *f, const char *key,
+			       const char *list)
+{
+	const char *s = list;
+
+	while (*s != '\0') {
+		size_t n = strcspn(s, ",");
+		char path[4096];
+		size_t a = 0, b = n;
+
+		while (a < b && isspace((unsigned char)s[a]))
+			a++;
+		while (b > a && isspace((unsigned char)s[b - 1]))
+			b--;
+		if (b > a && b - a < sizeof(path)) {
+			memcpy(path, s + a, b - a);
+			path[b - a] = '\0';
+			if (access(path, R_OK) == -1)
+				config_error(p, f->line, "[forward %s]: %s %s: %s",
+					     p->name, f->line, f->name, key, path,
+					     strerror(errno));
+		}
+		s += n;
+		if (*s == ',')
+			s++;
+	}
+}
+
 /* client_identity and proxy_protocol describe one choice: make them
  * agree, and say so when a forward hides every client behind us. */
 static void config_validate_identity(struct config_parse *p,
@@ -899,18 +930,14 @@ static void config_validate(struct config_parse *p)
 				config_error(p, f->line, "[forward %s]: tls = %s needs tls_cert",
 					     p->name, f->line, f->name,
 					     config_tls_str(f->tls));
-			else if (access(f->tls_cert, R_OK) == -1)
-				config_error(p, f->line, "[forward %s]: tls_cert %s: %s",
-					     p->name, f->line, f->name,
-					     f->tls_cert, strerror(errno));
+			else
+				config_check_files(p, f, "tls_cert", f->tls_cert);
 			if (f->tls_key == NULL)
 				config_error(p, f->line, "[forward %s]: tls = %s needs tls_key",
 					     p->name, f->line, f->name,
 					     config_tls_str(f->tls));
-			else if (access(f->tls_key, R_OK) == -1)
-				config_error(p, f->line, "[forward %s]: tls_key %s: %s",
-					     p->name, f->line, f->name,
-					     f->tls_key, strerror(errno));
+			else
+				config_check_files(p, f, "tls_key", f->tls_key);
 		}
 		if (f->tls_required && f->tls != TLS_STARTTLS)
 			config_warn(p, f->line, "[forward %s]: tls_required applies only to tls = starttls",

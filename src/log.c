@@ -285,3 +285,15 @@ void log_msg(enum log_level level, const char *event, const char *fmt, ...)
 	log_strn(&l, "msg", tmp, (size_t)n);
 	log_end(&l);
 }
+
+void log_text_lines(enum log_level level, const char *event, const char *text)
+{
+	const char *p = text, *nl;
+
+	while (p != NULL && *p != '\0') {
+		nl = strchr(p, '\n');
+		log_msg(level, event, "%.*s",
+			(int)(nl != NULL ? nl - p : (long)strlen(p)), p);
+		p = nl != NULL ? nl + 1 : NULL;
+	}
+}

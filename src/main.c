@@ -149,8 +149,13 @@ int main(int argc, char **argv)
 			path = CONFIG_DEFAULT_PATH;
 		cfg = config_load(path, &diag);
 	}
-	if (diag.len > 0)
+	if (cfg != NULL && !test_only && check_relay == NULL) {
+		/* The daemon: warnings become log lines like everything else. */
+		log_setup(cfg->log_level, cfg->log_format, cfg->syslog);
+		log_text_lines(LOG_LVL_WARN, "config", diag.text);
+	} else if (diag.len > 0) {
 		fputs(diag.text, stderr);
+	}
 	config_diag_free(&diag);
 	if (cfg == NULL) {
 		if (!test_only)

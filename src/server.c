@@ -189,19 +189,6 @@ static void server_apply_limits(struct server *srv)
 	listener_set_limits(cfg->max_connections, srv->fd_limit);
 }
 
-static void server_log_diag(const struct config_diag *diag,
-			    enum log_level level)
-{
-	const char *p = diag->text, *nl;
-
-	while (p != NULL && *p != '\0') {
-		nl = strchr(p, '\n');
-		log_msg(level, "config", "%.*s",
-			(int)(nl != NULL ? nl - p : (long)strlen(p)), p);
-		p = nl != NULL ? nl + 1 : NULL;
-	}
-}
-
 static void server_reload(struct server *srv)
 {
 	struct config_diag diag = { 0 };
@@ -215,14 +202,14 @@ static void server_reload(struct server *srv)
 	}
 	cfg = config_load(srv->path, &diag);
 	if (cfg == NULL) {
-		server_log_diag(&diag, LOG_LVL_ERROR);
+		log_text_lines(LOG_LVL_ERROR, "config", diag.text);
 		log_msg(LOG_LVL_ERROR, "reload",
 			"%s: %u error(s); keeping the running configuration",
 			srv->path, diag.errors);
 		config_diag_free(&diag);
 		return;
 	}
-	server_log_diag(&diag, LOG_LVL_WARN);
+	log_text_lines(LOG_LVL_WARN, "config", diag.text);
 	config_diag_free(&diag);
 	next.cfg = cfg;
 	if (server_gen_open(srv, &next, &srv->cur) == -1) {

@@ -108,7 +108,8 @@ struct sess {
 	struct flow down; /* backend -> client */
 	unsigned up_want;
 	unsigned down_want;
-	struct sess_smtp *smtp; /* non-NULL during the SMTP phase */
+	struct sess_smtp *smtp; /* taken at the first byte of the SMTP phase */
+	bool smtp_on; /* the SMTP phase lasts */
 	SSL *ssl; /* client side, once TLS is started */
 	struct starttls *st; /* during the STARTTLS dialogue */
 	struct xclient *xc; /* during the XCLIENT exchange */
@@ -301,8 +302,7 @@ static void sess_log(struct sess *s, enum stats_result result,
 	log_str(&l, "reason", reason);
 	if (s->reply != NULL)
 		log_strn(&l, "reply", s->reply, strlen(s->reply) - 2);
-	if (s->smtp != NULL)
-		sess_smtp_end(s); /* closed during the SMTP phase */
+	sess_smtp_end(s); /* if closed during the SMTP phase */
 	if (s->greeting != NULL) {
 		log_str(&l, "greeting", s->greeting);
 		log_uint(&l, "greeting_code", s->greeting_code);
@@ -449,6 +449,9 @@ static void sess_smtp_end(struct sess *s)
 {
 	struct sess_smtp *sm = s->smtp;
 
+	s->smtp_on = false;
+	s->up.observe = NULL;
+	s->down.observe = NULL;
 	if (sm == NULL)
 		return;
 	if (sm->greeting.len > 0) {
@@ -468,10 +471,25 @@ static void sess_smtp_end(struct sess *s)
 					sm->cmd.arg_len < SESS_HELO_LOG_MAX ?
 						sm->cmd.arg_len :
 						SESS_HELO_LOG_MAX);
-	s->up.observe = NULL;
-	s->down.observe = NULL;
 	s->smtp = NULL;
 	free(sm);
+}
+
+/* The watch state, taken only once a byte moves: a connection where
+ * nothing happens costs no more than the session itself. */
+static struct sess_smtp *sess_smtp_get(struct sess *s)
+{
+	if (s->smtp == NULL) {
+		s->smtp = calloc(1, sizeof(*s->smtp));
+		if (s->smtp == NULL) {
+			sess_smtp_end(s); /* no memory: no inspection */
+			return NULL;
+		}
+		smtp_reply_init(&s->smtp->greeting);
+		smtp_reply_init(&s->smtp->answer);
+		smtp_cmd_init(&s->smtp->cmd);
+	}
+	return s->smtp;
 }
 
 /* The phase is over once the greeting, the client's first line and the
@@ -485,9 +503,11 @@ static bool sess_smtp_complete(const struct sess_smtp *sm)
 static void sess_observe_down(struct flow *f, const char *data, size_t n)
 {
 	struct sess *s = container_of(f, struct sess, down);
-	struct sess_smtp *sm = s->smtp;
+	struct sess_smtp *sm = sess_smtp_get(s);
 	size_t used = 0;
 
+	if (sm == NULL)
+		return;
 	if (!sm->greeting.done)
 		used = smtp_reply_feed(&sm->greeting, data, n);
 	if (used < n && !sm->answer.done)
@@ -499,11 +519,14 @@ static void sess_observe_down(struct flow *f, const char *data, size_t n)
 static void sess_observe_up(struct flow *f, const char *data, size_t n)
 {
 	struct sess *s = container_of(f, struct sess, up);
+	struct sess_smtp *sm = sess_smtp_get(s);
 
-	if (!s->smtp->greeting.done)
+	if (sm == NULL)
+		return;
+	if (!sm->greeting.done)
 		s->early_talker = true;
-	smtp_cmd_feed(&s->smtp->cmd, data, n);
-	if (sess_smtp_complete(s->smtp))
+	smtp_cmd_feed(&sm->cmd, data, n);
+	if (sess_smtp_complete(sm))
 		sess_smtp_end(s);
 }
 
@@ -537,24 +560,28 @@ static void sess_attempt_failed(struct sess *s)
 	sess_connect_next(s);
 }
 
-/* The backend went away before saying anything. If the client has not
- * sent anything either, the next backend can take over; otherwise the
- * client still hears a proper 421 rather than a silent close. */
+/* The backend reset the connection before saying anything (a FIN is
+ * passed on like any half-close: the backend may still be reading). If
+ * the client has not sent anything either, the next backend can take
+ * over; otherwise the client still hears a proper 421 rather than a
+ * reset. */
 static bool sess_backend_vanished(struct sess *s)
 {
 	char buf[ADDR_STRLEN];
 
 	/* A client that already finished sending needs nothing more: the
 	 * backend's silent close is its answer. */
-	if (s->down.bytes > 0 || s->up_done || s->up.eof)
+	if (s->down.bytes > 0 || s->up_done || s->up.eof ||
+	    !(s->down_want & PUMP_FAILED) || s->down.err_where != PUMP_ERR_READ)
 		return false;
-	sess_set_why(s, "backend %s closed without a greeting",
+	sess_set_why(s, "backend %s reset the connection before its greeting",
 		     addr_format(&s->baddr, buf, sizeof(buf)));
 	if (s->up.bytes == 0) {
 		pump_release(&s->up);
 		pump_release(&s->down);
 		free(s->smtp);
 		s->smtp = NULL;
+		s->smtp_on = false;
 		free(s->st);
 		s->st = NULL;
 		s->connected = false;
@@ -594,7 +621,7 @@ static void sess_update_relay(struct sess *s, bool run_up, bool run_down)
 	if (run_down && !s->down_done)
 		s->down_want = pump_run(&s->down);
 	if (s->hold_up) {
-		if (s->smtp == NULL || s->smtp->greeting.done) {
+		if (!s->smtp_on || (s->smtp != NULL && s->smtp->greeting.done)) {
 			s->hold_up = false;
 			run_up = true; /* bytes may be waiting */
 		} else if (run_up) {
@@ -810,7 +837,7 @@ static bool sess_starttls_client_in(struct sess *s, unsigned *cw,
 		space = SESS_STARTTLS_IN - used;
 	r = pump_read(&s->up, p, space, &w);
 	if (r > 0) {
-		if (s->smtp != NULL)
+		if (s->smtp_on)
 			sess_observe_up(&s->up, p, (size_t)r);
 		buffer_produce(&s->cin, (size_t)r);
 		*progress = true;
@@ -851,7 +878,7 @@ static bool sess_starttls_backend_in(struct sess *s, unsigned *bw,
 	if (r == 0)
 		return true; /* eof: the caller switches to relaying */
 	*progress = true;
-	if (s->smtp != NULL)
+	if (s->smtp_on)
 		sess_observe_down(&s->down, tmp, (size_t)r);
 	used = starttls_backend(st, tmp, (size_t)r, &s->down.buf);
 	if (used == -1 || (used < r && pump_queue(&s->down, tmp + used,
@@ -953,6 +980,24 @@ static void sess_tls_ready(struct sess *s)
 	if (s->st == NULL) {
 		sess_connect_next(s);
 		return;
+	}
+	/* Whatever the backend sent while nobody asked (during the
+	 * handshake) is dropped now, before the first command over TLS can
+	 * make it look like an answer. */
+	for (;;) {
+		char tmp[2048];
+		unsigned w = 0;
+		ssize_t r = pump_read(&s->down, tmp, sizeof(tmp), &w);
+
+		if (r <= 0) {
+			if (r == -1 && (w & PUMP_FAILED)) {
+				sess_flow_failed(s, &s->down);
+				sess_close(s, STATS_ERROR, s->why);
+				return;
+			}
+			break;
+		}
+		starttls_backend(s->st, tmp, (size_t)r, &s->down.buf);
 	}
 	starttls_tls_done(s->st);
 	s->up.src_ssl = s->ssl;
@@ -1074,7 +1119,7 @@ static void sess_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		sess_close(s, STATS_TIMEOUT, "idle timeout");
 		return;
 	}
-	if (s->smtp != NULL) {
+	if (s->smtp_on) {
 		if (now >= s->deadline) {
 			sess_smtp_end(s);
 			/* Let the flows switch to splice now. */
@@ -1161,22 +1206,17 @@ static void sess_relay_start(struct sess *s)
 	const char *p;
 
 	if (cfg->log_greeting || cfg->reject_early_talkers) {
-		s->smtp = calloc(1, sizeof(*s->smtp));
-		if (s->smtp != NULL) {
-			smtp_reply_init(&s->smtp->greeting);
-			smtp_reply_init(&s->smtp->answer);
-			smtp_cmd_init(&s->smtp->cmd);
-			s->up.observe = sess_observe_up;
-			s->down.observe = sess_observe_down;
-		}
+		s->smtp_on = true;
+		s->up.observe = sess_observe_up;
+		s->down.observe = sess_observe_down;
 	}
 	/* Only the plain relay can hold the client back (STARTTLS has its
 	 * own dialogue, implicit TLS already read the client). */
-	s->hold_up = cfg->reject_early_talkers && s->smtp != NULL &&
+	s->hold_up = cfg->reject_early_talkers && s->smtp_on &&
 		     cfg->tls == TLS_OFF;
 	s->state = SESS_RELAY;
 	s->deadline = ev_now(s->loop) + SESS_SMTP_GRACE;
-	sess_arm_timer(s, s->smtp != NULL && SESS_SMTP_GRACE < cfg->idle_timeout ?
+	sess_arm_timer(s, s->smtp_on && SESS_SMTP_GRACE < cfg->idle_timeout ?
 				  SESS_SMTP_GRACE :
 				  cfg->idle_timeout);
 	/* A greeting already received (XCLIENT) is seen as if it had just
@@ -1185,7 +1225,7 @@ static void sess_relay_start(struct sess *s)
 	if (p != NULL && avail <= sizeof(greeting)) {
 		memcpy(greeting, p, avail);
 		glen = avail;
-		if (s->smtp != NULL)
+		if (s->smtp_on)
 			sess_observe_down(&s->down, greeting, glen);
 	}
 	if (cfg->tls == TLS_STARTTLS) {

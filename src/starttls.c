@@ -246,12 +246,10 @@ static bool starttls_is_empty(const char *line, size_t n)
 /* The reply is complete. */
 static void starttls_reply_done(struct starttls *st)
 {
-	if (st->phase == STARTTLS_GREETING)
-		st->phase = STARTTLS_COMMAND;
-	else if (st->tls_active && st->ehlo)
-		st->phase = STARTTLS_RELAY; /* cleaned post-TLS EHLO reply */
-	else
-		st->phase = STARTTLS_COMMAND;
+	/* Even after TLS the dialogue is watched until a mail command: a
+	 * second STARTTLS must be ours to refuse, and every EHLO reply
+	 * must lose the backend's STARTTLS. */
+	st->phase = STARTTLS_COMMAND;
 	st->first_line = true;
 	st->have_held = false;
 }
