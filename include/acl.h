@@ -46,6 +46,11 @@ bool acl_permits(const struct acl *acl, const union sockname *client);
 bool acl_count_take(const union sockname *client, unsigned limit);
 void acl_count_put(const union sockname *client);
 unsigned acl_count_get(const union sockname *client);
+/* Move the counts into memory shared with worker processes forked
+ * later, room for max_addresses addresses. Call before any count is
+ * taken. Returns -1 when the memory cannot be had. */
+int acl_count_share(size_t max_addresses);
+
 /* Number of addresses currently tracked (for tests and metrics). */
 size_t acl_count_addresses(void);
 

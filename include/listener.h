@@ -29,6 +29,9 @@ void listener_close(struct listener *l);
 const union sockname *listener_addr(const struct listener *l);
 int listener_fd(const struct listener *l);
 
+/* Bind with SO_REUSEPORT (several worker processes on one port). */
+void listener_set_reuseport(bool on);
+
 /* Process-wide limits the accept loop applies. */
 void listener_set_limits(unsigned max_connections, unsigned fd_budget);
 

@@ -52,8 +52,12 @@ void sess_start(struct ev_loop *loop, struct sess_forward *fwd, int fd,
 		const union sockname *client, const union sockname *local,
 		enum sess_admit admit, bool counted);
 
-/* Sessions open now (forwarding or replying). */
+/* Sessions open now (forwarding or replying) in this process. */
 unsigned sess_active(void);
+/* ... and in all worker processes together (max_connections). */
+unsigned sess_total(void);
+/* Count the total in memory shared with workers forked later. */
+int sess_share_total(void);
 /* File descriptors sessions hold (sockets and pipes). */
 unsigned sess_fds(void);
 

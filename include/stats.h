@@ -27,6 +27,10 @@ enum stats_result {
 
 const char *stats_result_str(enum stats_result r);
 
+/* Move the counters into memory shared with worker processes forked
+ * later (workers > 1). Returns -1 when the memory cannot be had. */
+int stats_share(void);
+
 /* The counters of the forward with this name (created on first use; a
  * reload finds the same ones). NULL only when memory is out; every
  * function below accepts NULL and does nothing. */

@@ -1,5 +1,6 @@
 /* acl: CIDR rules and per-address session counts. */
 #include "acl.h"
+#include "shared.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -129,7 +130,15 @@ struct acl_slot {
 
 static struct acl_slot *acl_slots;
 static size_t acl_nslots; /* power of two */
-static size_t acl_nused;
+static size_t acl_nused_local;
+static size_t *acl_nused = &acl_nused_local;
+/* Shared between worker processes: a fixed table behind a lock. */
+static int *acl_lock;
+
+struct acl_shared_hdr {
+	int lock;
+	size_t nused;
+};
 
 static size_t acl_hash(const uint8_t key[17])
 {
@@ -179,8 +188,11 @@ static struct acl_slot *acl_insert_slot(struct acl_slot *slots, size_t n,
 static bool acl_grow(void)
 {
 	size_t n = acl_nslots ? acl_nslots * 2 : 64;
-	struct acl_slot *slots = calloc(n, sizeof(*slots));
+	struct acl_slot *slots;
 
+	if (acl_lock != NULL)
+		return false; /* the shared table is sized once: full is full */
+	slots = calloc(n, sizeof(*slots));
 	if (slots == NULL)
 		return false;
 	for (size_t i = 0; i < acl_nslots; i++)
@@ -193,7 +205,7 @@ static bool acl_grow(void)
 	return true;
 }
 
-bool acl_count_take(const union sockname *client, unsigned limit)
+static bool acl_count_take_locked(const union sockname *client, unsigned limit)
 {
 	uint8_t key[17];
 	struct acl_slot *s;
@@ -207,15 +219,15 @@ bool acl_count_take(const union sockname *client, unsigned limit)
 		s->count++;
 		return true;
 	}
-	if ((acl_nused + 1) * 2 > acl_nslots && !acl_grow())
+	if (((*acl_nused) + 1) * 2 > acl_nslots && !acl_grow())
 		return false;
 	s = acl_insert_slot(acl_slots, acl_nslots, key);
 	s->count = 1;
-	acl_nused++;
+	(*acl_nused)++;
 	return true;
 }
 
-void acl_count_put(const union sockname *client)
+static void acl_count_put_locked(const union sockname *client)
 {
 	uint8_t key[17];
 	struct acl_slot *s;
@@ -238,7 +250,7 @@ void acl_count_put(const union sockname *client)
 		}
 	}
 	acl_slots[i].count = 0;
-	acl_nused--;
+	(*acl_nused)--;
 }
 
 unsigned acl_count_get(const union sockname *client)
@@ -253,5 +265,44 @@ unsigned acl_count_get(const union sockname *client)
 
 size_t acl_count_addresses(void)
 {
-	return acl_nused;
+	return (*acl_nused);
+}
+
+bool acl_count_take(const union sockname *client, unsigned limit)
+{
+	bool ok;
+
+	if (acl_lock != NULL)
+		shared_lock(acl_lock);
+	ok = acl_count_take_locked(client, limit);
+	if (acl_lock != NULL)
+		shared_unlock(acl_lock);
+	return ok;
+}
+
+void acl_count_put(const union sockname *client)
+{
+	if (acl_lock != NULL)
+		shared_lock(acl_lock);
+	acl_count_put_locked(client);
+	if (acl_lock != NULL)
+		shared_unlock(acl_lock);
+}
+
+int acl_count_share(size_t max_addresses)
+{
+	size_t n = 64;
+	struct acl_shared_hdr *h;
+
+	while (n < 2 * max_addresses)
+		n *= 2;
+	h = shared_alloc(sizeof(*h) + n * sizeof(struct acl_slot));
+	if (h == NULL)
+		return -1;
+	free(acl_slots);
+	acl_slots = (struct acl_slot *)(void *)(h + 1);
+	acl_nslots = n;
+	acl_nused = &h->nused;
+	acl_lock = &h->lock;
+	return 0;
 }

@@ -45,6 +45,12 @@ static bool listener_paused;
 static ev_timer listener_resume_timer;
 static struct ev_loop *listener_loop;
 static ev_tstamp listener_last_warn = -LISTENER_WARN_EVERY;
+static bool listener_reuseport;
+
+void listener_set_reuseport(bool on)
+{
+	listener_reuseport = on;
+}
 
 void listener_set_limits(unsigned max_connections, unsigned fd_budget)
 {
@@ -71,6 +77,11 @@ struct listener *listener_open(const union sockname *addr)
 	if (fd == -1)
 		return NULL;
 	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1)
+		goto fail;
+	/* Each worker process binds its own socket; the kernel spreads the
+	 * clients over them. */
+	if (listener_reuseport &&
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) == -1)
 		goto fail;
 	/* [::] must not also take IPv4, so it can sit beside 0.0.0.0. */
 	if (addr->sa.sa_family == AF_INET6 &&
@@ -138,7 +149,7 @@ static enum sess_admit listener_admit(const struct forward_cfg *cfg,
 	*counted = false;
 	if (!acl_permits(&cfg->acl, client))
 		return SESS_DENIED;
-	if (sess_active() >= listener_max_conn)
+	if (sess_total() >= listener_max_conn)
 		return SESS_LIMIT_TOTAL;
 	if (cfg->max_per_ip > 0) {
 		if (!acl_count_take(client, cfg->max_per_ip))

@@ -14,8 +14,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "acl.h"
 #include "buffer.h"
 #include "listener.h"
 #include "log.h"
@@ -47,6 +50,7 @@ struct server {
 	ev_timer drain_timer;
 	bool draining;
 	unsigned fd_limit;
+	unsigned index; /* worker number; 0 also serves the stats endpoint */
 };
 
 static void server_gen_free(struct server_gen *g)
@@ -163,6 +167,8 @@ static int server_stats(struct server *srv, const struct config *old)
 	const struct config *cfg = srv->cur.cfg;
 	char buf[ADDR_STRLEN];
 
+	if (srv->index != 0)
+		return 0; /* one worker answers; the counters are shared */
 	if (old != NULL && old->has_stats_listen == cfg->has_stats_listen &&
 	    (!cfg->has_stats_listen ||
 	     addr_equal(&old->stats_listen.sa, &cfg->stats_listen.sa)))
@@ -344,9 +350,10 @@ static int server_drop_privileges(const char *user)
 	return 0;
 }
 
-int server_run(struct config *cfg, const char *path)
+/* One worker: the event loop and everything on it. */
+static int server_worker(struct config *cfg, const char *path, unsigned index)
 {
-	struct server srv = { 0 };
+	struct server srv = { .index = index };
 	int status = 0;
 
 	srv.loop = ev_default_loop(EVFLAG_AUTO);
@@ -362,10 +369,6 @@ int server_run(struct config *cfg, const char *path)
 	srv.fd_limit = server_raise_nofile();
 	pipepool_configure(SERVER_PIPES_POOLED, 0);
 	server_apply_limits(&srv);
-	if (cfg->workers != 1)
-		log_msg(LOG_LVL_WARN, "start",
-			"workers = %u: only one event loop is implemented so far; running one",
-			cfg->workers);
 
 	if (server_gen_open(&srv, &srv.cur, NULL) == -1 ||
 	    server_stats(&srv, NULL) == -1 ||
@@ -381,9 +384,9 @@ int server_run(struct config *cfg, const char *path)
 	ev_signal_start(srv.loop, &srv.sigint);
 	ev_signal_start(srv.loop, &srv.sighup);
 	log_msg(LOG_LVL_INFO, "ready",
-		"smtpfwd %s: %zu forward(s), %zu listener(s), splice %s",
+		"smtpfwd %s: %zu forward(s), %zu listener(s), splice %s, worker %u (pid %ld)",
 		SMTPFWD_VERSION, cfg->nfwd, srv.cur.nls,
-		pump_splice_supported() ? "on" : "off");
+		pump_splice_supported() ? "on" : "off", index, (long)getpid());
 
 	ev_run(srv.loop, 0);
 	log_msg(LOG_LVL_INFO, "exit", "stopped");
@@ -395,4 +398,166 @@ out:
 	buffer_trim();
 	ev_loop_destroy(srv.loop);
 	return status;
+}
+
+/* ---- several workers ----
+ *
+ * workers > 1 runs that many worker processes, each the whole single-loop
+ * server above with its own SO_REUSEPORT sockets. Processes rather than
+ * threads: the modules keep per-loop state in plain statics, a crashed
+ * worker takes no other down, and the few things that must be counted
+ * across workers (open sessions for max_connections, per-address counts
+ * for max_per_ip, the metrics) live in shared memory taken before the
+ * fork. The master only forks, forwards signals and restarts a worker
+ * that died; it never touches a client. */
+
+#define SERVER_RESPAWN_SECS 1
+
+struct server_child {
+	pid_t pid; /* 0: not running */
+	time_t respawn_at; /* when to start it again, 0: not due */
+};
+
+static pid_t server_spawn(struct config *cfg, const char *path, unsigned i,
+			  const sigset_t *old)
+{
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		sigprocmask(SIG_SETMASK, old, NULL);
+		exit(server_worker(config_ref(cfg), path, i));
+	}
+	if (pid == -1)
+		log_msg(LOG_LVL_ERROR, "worker", "fork worker %u: %s", i,
+			strerror(errno));
+	return pid == -1 ? 0 : pid;
+}
+
+static void server_signal_children(struct server_child *c, unsigned n, int sig)
+{
+	unsigned i;
+
+	for (i = 0; i < n; i++)
+		if (c[i].pid != 0)
+			kill(c[i].pid, sig);
+}
+
+static int server_master(struct config *cfg, const char *path, unsigned n)
+{
+	struct server_child *c = calloc(n, sizeof(*c));
+	sigset_t set, old;
+	bool draining = false;
+	unsigned i, alive;
+	int status = 0;
+
+	if (c == NULL || acl_count_share(2 * (size_t)cfg->max_connections) == -1 ||
+	    sess_share_total() == -1 || stats_share() == -1) {
+		log_msg(LOG_LVL_ERROR, "start", "cannot set up %u workers: %s", n,
+			strerror(errno));
+		free(c);
+		config_unref(cfg);
+		return 1;
+	}
+	listener_set_reuseport(true);
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGCHLD);
+	sigprocmask(SIG_BLOCK, &set, &old);
+	log_msg(LOG_LVL_INFO, "start", "starting %u worker processes", n);
+	for (i = 0; i < n; i++)
+		c[i].pid = server_spawn(cfg, path, i, &old);
+
+	for (;;) {
+		struct timespec tick = { SERVER_RESPAWN_SECS, 0 };
+		siginfo_t info;
+		int sig = sigtimedwait(&set, &info, &tick);
+		time_t now = time(NULL);
+		pid_t pid;
+		int wstatus;
+
+		if (sig == SIGTERM || sig == SIGINT) {
+			if (!draining)
+				log_msg(LOG_LVL_INFO, "shutdown",
+					"%s: draining %u workers", strsignal(sig), n);
+			draining = true;
+			server_signal_children(c, n, sig);
+		} else if (sig == SIGHUP && !draining) {
+			struct config_diag diag = { 0 };
+			struct config *next = path != NULL ? config_load(path, &diag) : NULL;
+
+			if (next != NULL) {
+				config_unref(cfg);
+				cfg = next;
+				server_signal_children(c, n, SIGHUP);
+			} else if (path != NULL) {
+				log_text_lines(LOG_LVL_ERROR, "config", diag.text);
+				log_msg(LOG_LVL_ERROR, "reload",
+					"%s: %u error(s); workers keep the running configuration",
+					path, diag.errors);
+			}
+			config_diag_free(&diag);
+		}
+		while ((pid = waitpid(-1, &wstatus, WNOHANG)) > 0) {
+			for (i = 0; i < n && c[i].pid != pid; i++)
+				;
+			if (i == n)
+				continue;
+			c[i].pid = 0;
+			if (draining) {
+				if (!WIFEXITED(wstatus) || WEXITSTATUS(wstatus) != 0)
+					status = 1;
+				continue;
+			}
+			if (WIFEXITED(wstatus) && WEXITSTATUS(wstatus) != 0) {
+				/* It refused to start (a socket it cannot bind,
+				 * say): a new one would fail the same way. */
+				log_msg(LOG_LVL_ERROR, "worker",
+					"worker %u exited with status %d: stopping all",
+					i, WEXITSTATUS(wstatus));
+				draining = true;
+				status = 1;
+				server_signal_children(c, n, SIGTERM);
+				continue;
+			}
+			log_msg(LOG_LVL_ERROR, "worker",
+				"worker %u (pid %ld) %s %d; starting it again", i,
+				(long)pid,
+				WIFSIGNALED(wstatus) ? "killed by signal" : "exited with",
+				WIFSIGNALED(wstatus) ? WTERMSIG(wstatus) :
+						       WEXITSTATUS(wstatus));
+			c[i].respawn_at = now + SERVER_RESPAWN_SECS;
+		}
+		for (i = 0, alive = 0; i < n; i++) {
+			if (c[i].pid != 0) {
+				alive++;
+			} else if (!draining && c[i].respawn_at != 0 &&
+				   now >= c[i].respawn_at) {
+				c[i].respawn_at = 0;
+				c[i].pid = server_spawn(cfg, path, i, &old);
+				alive += c[i].pid != 0;
+			}
+		}
+		if (draining && alive == 0)
+			break;
+	}
+	log_msg(LOG_LVL_INFO, "exit", "all workers stopped");
+	free(c);
+	config_unref(cfg);
+	return status;
+}
+
+int server_run(struct config *cfg, const char *path)
+{
+	unsigned n = cfg->workers;
+
+	if (n == 0) {
+		long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+
+		n = cpus > 0 ? (unsigned)cpus : 1;
+	}
+	if (n == 1)
+		return server_worker(cfg, path, 0);
+	return server_master(cfg, path, n);
 }

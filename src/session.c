@@ -31,6 +31,7 @@
 #include "pipepool.h"
 #include "proxyproto.h"
 #include "pump.h"
+#include "shared.h"
 #include "smtp.h"
 #include "starttls.h"
 #include "stats.h"
@@ -134,6 +135,8 @@ struct sess {
 
 static struct sess *sess_list;
 static unsigned sess_count;
+/* With several workers: sessions of all of them (shared memory). */
+static unsigned *sess_total_shared;
 static unsigned sess_sockets;
 static void (*sess_empty_cb)(void *);
 static void *sess_empty_arg;
@@ -145,6 +148,19 @@ static void sess_smtp_end(struct sess *s);
 unsigned sess_active(void)
 {
 	return sess_count;
+}
+
+unsigned sess_total(void)
+{
+	if (sess_total_shared != NULL)
+		return __atomic_load_n(sess_total_shared, __ATOMIC_RELAXED);
+	return sess_count;
+}
+
+int sess_share_total(void)
+{
+	sess_total_shared = shared_alloc(sizeof(*sess_total_shared));
+	return sess_total_shared != NULL ? 0 : -1;
 }
 
 unsigned sess_fds(void)
@@ -372,6 +388,8 @@ static void sess_close(struct sess *s, enum stats_result result,
 	free(s->helo);
 	free(s->backend_error);
 	free(s);
+	if (sess_total_shared != NULL)
+		__atomic_sub_fetch(sess_total_shared, 1, __ATOMIC_RELAXED);
 	if (--sess_count == 0 && sess_empty_cb != NULL)
 		sess_empty_cb(sess_empty_arg);
 }
@@ -1335,6 +1353,8 @@ void sess_start(struct ev_loop *loop, struct sess_forward *fwd, int fd,
 	sess_list = s;
 	s->pprev = &sess_list;
 	sess_count++;
+	if (sess_total_shared != NULL)
+		__atomic_add_fetch(sess_total_shared, 1, __ATOMIC_RELAXED);
 	sess_sockets++;
 	stats_session_open(fwd->stats);
 	sess_nodelay(fd);

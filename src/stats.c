@@ -14,31 +14,42 @@
 #include <unistd.h>
 
 #include "container.h"
+#include "shared.h"
 
 #define STATS_NAME_MAX 64
 #define STATS_REQ_MAX 2048
 #define STATS_CONN_MAX 16
 #define STATS_TIMEOUT 5.0
+/* Fixed room, so the counters can live in memory shared by workers. */
+#define STATS_MAX_FORWARDS 64
+#define STATS_MAX_BACKENDS 16
 
+/* Counters are updated with relaxed atomics: several worker processes
+ * may add to them at once. */
 struct stats_backend {
-	struct stats_backend *next;
 	char name[STATS_NAME_MAX + 8];
 	uint64_t connect_ok;
 	uint64_t connect_failed;
 };
 
 struct stats_fwd {
-	struct stats_fwd *next;
 	char name[STATS_NAME_MAX];
 	uint64_t results[STATS_RESULT_COUNT];
 	uint64_t bytes_up;
 	uint64_t bytes_down;
 	uint64_t spliced;
 	uint64_t copied;
-	unsigned active;
-	double last_ok;
-	double last_failed;
-	struct stats_backend *backends;
+	int64_t active;
+	int64_t last_ok_ms; /* loop time of the last good connect */
+	int64_t last_failed_ms;
+	unsigned nbackends;
+	struct stats_backend backends[STATS_MAX_BACKENDS];
+};
+
+struct stats_area {
+	int lock; /* taken only to add a forward or a backend */
+	unsigned nfwd;
+	struct stats_fwd fwd[STATS_MAX_FORWARDS];
 };
 
 struct stats_conn {
@@ -54,7 +65,7 @@ struct stats_conn {
 	char req[STATS_REQ_MAX];
 };
 
-static struct stats_fwd *stats_all;
+static struct stats_area *stats_area;
 static struct stats_fwd *const *stats_cur;
 static size_t stats_ncur;
 static struct ev_loop *stats_loop;
@@ -68,31 +79,60 @@ static const char *const stats_result_names[STATS_RESULT_COUNT] = {
 	"tls_failed", "timeout", "error",
 };
 
+#define STATS_ADD(field, v) __atomic_add_fetch(&(field), (v), __ATOMIC_RELAXED)
+#define STATS_GET(field) __atomic_load_n(&(field), __ATOMIC_RELAXED)
+
 const char *stats_result_str(enum stats_result r)
 {
 	return r < STATS_RESULT_COUNT ? stats_result_names[r] : "?";
 }
 
+int stats_share(void)
+{
+	struct stats_area *a = shared_alloc(sizeof(*a));
+
+	if (a == NULL)
+		return -1;
+	if (stats_area != NULL)
+		*a = *stats_area; /* keep what was counted so far */
+	stats_area = a;
+	return 0;
+}
+
+static struct stats_area *stats_get_area(void)
+{
+	if (stats_area == NULL)
+		stats_area = calloc(1, sizeof(*stats_area));
+	return stats_area;
+}
+
 struct stats_fwd *stats_forward(const char *name)
 {
-	struct stats_fwd *f;
+	struct stats_area *a = stats_get_area();
+	struct stats_fwd *f = NULL;
+	unsigned i;
 
-	for (f = stats_all; f != NULL; f = f->next)
-		if (strncmp(f->name, name, sizeof(f->name) - 1) == 0)
-			return f;
-	f = calloc(1, sizeof(*f));
-	if (f == NULL)
+	if (a == NULL)
 		return NULL;
-	snprintf(f->name, sizeof(f->name), "%s", name);
-	f->next = stats_all;
-	stats_all = f;
+	shared_lock(&a->lock);
+	for (i = 0; i < a->nfwd; i++)
+		if (strncmp(a->fwd[i].name, name, STATS_NAME_MAX - 1) == 0) {
+			f = &a->fwd[i];
+			break;
+		}
+	if (f == NULL && a->nfwd < STATS_MAX_FORWARDS) {
+		f = &a->fwd[a->nfwd];
+		snprintf(f->name, sizeof(f->name), "%s", name);
+		a->nfwd++;
+	}
+	shared_unlock(&a->lock);
 	return f;
 }
 
 void stats_session_open(struct stats_fwd *f)
 {
 	if (f != NULL)
-		f->active++;
+		STATS_ADD(f->active, 1);
 }
 
 void stats_session_close(struct stats_fwd *f, enum stats_result r,
@@ -101,43 +141,43 @@ void stats_session_close(struct stats_fwd *f, enum stats_result r,
 {
 	if (f == NULL)
 		return;
-	f->active--;
+	STATS_ADD(f->active, -1);
 	if (r < STATS_RESULT_COUNT)
-		f->results[r]++;
-	f->bytes_up += bytes_up;
-	f->bytes_down += bytes_down;
+		STATS_ADD(f->results[r], 1);
+	STATS_ADD(f->bytes_up, bytes_up);
+	STATS_ADD(f->bytes_down, bytes_down);
 	if (spliced)
-		f->spliced++;
+		STATS_ADD(f->spliced, 1);
 	else if (copied)
-		f->copied++;
+		STATS_ADD(f->copied, 1);
 }
 
 void stats_backend_result(struct stats_fwd *f, const char *backend, bool ok,
 			  double now)
 {
-	struct stats_backend *b;
+	struct stats_backend *b = NULL;
+	unsigned i;
 
 	if (f == NULL)
 		return;
-	if (ok)
-		f->last_ok = now;
-	else
-		f->last_failed = now;
-	for (b = f->backends; b != NULL; b = b->next)
-		if (strcmp(b->name, backend) == 0)
+	__atomic_store_n(ok ? &f->last_ok_ms : &f->last_failed_ms,
+			 (int64_t)(now * 1000), __ATOMIC_RELAXED);
+	shared_lock(&stats_area->lock);
+	for (i = 0; i < f->nbackends; i++)
+		if (strcmp(f->backends[i].name, backend) == 0) {
+			b = &f->backends[i];
 			break;
-	if (b == NULL) {
-		b = calloc(1, sizeof(*b));
-		if (b == NULL)
-			return;
+		}
+	if (b == NULL && f->nbackends < STATS_MAX_BACKENDS) {
+		b = &f->backends[f->nbackends];
 		snprintf(b->name, sizeof(b->name), "%s", backend);
-		b->next = f->backends;
-		f->backends = b;
+		f->nbackends++;
 	}
-	if (ok)
-		b->connect_ok++;
-	else
-		b->connect_failed++;
+	shared_unlock(&stats_area->lock);
+	if (b != NULL && ok)
+		STATS_ADD(b->connect_ok, 1);
+	else if (b != NULL)
+		STATS_ADD(b->connect_failed, 1);
 }
 
 void stats_set_current(struct stats_fwd *const *fwd, size_t n)
@@ -148,7 +188,13 @@ void stats_set_current(struct stats_fwd *const *fwd, size_t n)
 
 bool stats_forward_healthy(const struct stats_fwd *f)
 {
-	return f == NULL || f->last_failed == 0 || f->last_ok >= f->last_failed;
+	int64_t ok, failed;
+
+	if (f == NULL)
+		return true;
+	ok = __atomic_load_n(&f->last_ok_ms, __ATOMIC_RELAXED);
+	failed = __atomic_load_n(&f->last_failed_ms, __ATOMIC_RELAXED);
+	return failed == 0 || ok >= failed;
 }
 
 /* ---- responses ---- */
@@ -169,56 +215,61 @@ static void stats_label(FILE *o, const char *v)
 
 static void stats_metrics(FILE *o)
 {
-	const struct stats_fwd *f;
-	const struct stats_backend *b;
+	const struct stats_area *a = stats_get_area();
+	unsigned i, j, n = a != NULL ? __atomic_load_n(&a->nfwd, __ATOMIC_ACQUIRE) : 0;
 	int r;
 
 	fputs("# HELP smtpfwd_sessions_total Sessions ended, by result.\n"
 	      "# TYPE smtpfwd_sessions_total counter\n", o);
-	for (f = stats_all; f != NULL; f = f->next)
+	for (i = 0; i < n; i++)
 		for (r = 0; r < STATS_RESULT_COUNT; r++) {
 			fputs("smtpfwd_sessions_total{forward=\"", o);
-			stats_label(o, f->name);
+			stats_label(o, a->fwd[i].name);
 			fprintf(o, "\",result=\"%s\"} %llu\n", stats_result_names[r],
-				(unsigned long long)f->results[r]);
+				(unsigned long long)STATS_GET(a->fwd[i].results[r]));
 		}
 	fputs("# HELP smtpfwd_sessions_active Sessions open now.\n"
 	      "# TYPE smtpfwd_sessions_active gauge\n", o);
-	for (f = stats_all; f != NULL; f = f->next) {
+	for (i = 0; i < n; i++) {
 		fputs("smtpfwd_sessions_active{forward=\"", o);
-		stats_label(o, f->name);
-		fprintf(o, "\"} %u\n", f->active);
+		stats_label(o, a->fwd[i].name);
+		fprintf(o, "\"} %lld\n", (long long)STATS_GET(a->fwd[i].active));
 	}
 	fputs("# HELP smtpfwd_bytes_total Bytes relayed: up is client to backend.\n"
 	      "# TYPE smtpfwd_bytes_total counter\n", o);
-	for (f = stats_all; f != NULL; f = f->next) {
+	for (i = 0; i < n; i++) {
 		fputs("smtpfwd_bytes_total{forward=\"", o);
-		stats_label(o, f->name);
+		stats_label(o, a->fwd[i].name);
 		fprintf(o, "\",direction=\"up\"} %llu\n",
-			(unsigned long long)f->bytes_up);
+			(unsigned long long)STATS_GET(a->fwd[i].bytes_up));
 		fputs("smtpfwd_bytes_total{forward=\"", o);
-		stats_label(o, f->name);
+		stats_label(o, a->fwd[i].name);
 		fprintf(o, "\",direction=\"down\"} %llu\n",
-			(unsigned long long)f->bytes_down);
+			(unsigned long long)STATS_GET(a->fwd[i].bytes_down));
 	}
 	fputs("# HELP smtpfwd_pump_sessions_total Sessions by how bytes moved.\n"
 	      "# TYPE smtpfwd_pump_sessions_total counter\n", o);
-	for (f = stats_all; f != NULL; f = f->next) {
+	for (i = 0; i < n; i++) {
 		fputs("smtpfwd_pump_sessions_total{forward=\"", o);
-		stats_label(o, f->name);
+		stats_label(o, a->fwd[i].name);
 		fprintf(o, "\",pump=\"splice\"} %llu\n",
-			(unsigned long long)f->spliced);
+			(unsigned long long)STATS_GET(a->fwd[i].spliced));
 		fputs("smtpfwd_pump_sessions_total{forward=\"", o);
-		stats_label(o, f->name);
+		stats_label(o, a->fwd[i].name);
 		fprintf(o, "\",pump=\"copy\"} %llu\n",
-			(unsigned long long)f->copied);
+			(unsigned long long)STATS_GET(a->fwd[i].copied));
 	}
 	fputs("# HELP smtpfwd_backend_connects_total Backend connect attempts, by outcome.\n"
 	      "# TYPE smtpfwd_backend_connects_total counter\n", o);
-	for (f = stats_all; f != NULL; f = f->next)
-		for (b = f->backends; b != NULL; b = b->next) {
+	for (i = 0; i < n; i++) {
+		const struct stats_fwd *f = &a->fwd[i];
+		unsigned nb = __atomic_load_n(&f->nbackends, __ATOMIC_ACQUIRE);
+
+		for (j = 0; j < nb; j++) {
+			const struct stats_backend *b = &f->backends[j];
 			const char *res[2] = { "ok", "failed" };
-			uint64_t v[2] = { b->connect_ok, b->connect_failed };
+			uint64_t v[2] = { STATS_GET(b->connect_ok),
+					  STATS_GET(b->connect_failed) };
 
 			for (r = 0; r < 2; r++) {
 				fputs("smtpfwd_backend_connects_total{forward=\"", o);
@@ -229,6 +280,7 @@ static void stats_metrics(FILE *o)
 					(unsigned long long)v[r]);
 			}
 		}
+	}
 }
 
 static int stats_health(FILE *o)
