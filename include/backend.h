@@ -7,12 +7,15 @@
 #ifndef SMTPFWD_BACKEND_H
 #define SMTPFWD_BACKEND_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "addr.h"
 #include "config.h"
 
 #define BACKEND_RERESOLVE_SECS 2.0
+/* A health check gets this long (or the interval, if shorter). */
+#define BACKEND_HEALTH_TIMEOUT 10.0
 
 struct ev_loop;
 struct backend;
@@ -34,5 +37,17 @@ const char *backend_error(const struct backend *b);
 
 /* A connect to one of its addresses failed: look the name up again. */
 void backend_connect_failed(struct backend *b);
+
+struct stats_fwd;
+
+/* Active SMTP health checks every interval seconds: connect, (PROXY
+ * LOCAL header when pp is on), expect a 220 greeting, QUIT. A failing
+ * backend is skipped in failover until a check passes again. Results
+ * feed stats (metrics and /health). */
+void backend_health_start(struct backend *b, double interval,
+			  enum proxy_version pp, struct stats_fwd *stats);
+
+/* False only while health checks say it is down. */
+bool backend_healthy(const struct backend *b);
 
 #endif

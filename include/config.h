@@ -72,6 +72,7 @@ struct config {
 	unsigned max_connections;
 	unsigned workers;
 	double shutdown_timeout;
+	double health_interval; /* SMTP health checks per backend; 0 = off */
 	bool has_stats_listen;
 	struct listen_cfg stats_listen;
 	struct forward_cfg *fwd;

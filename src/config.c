@@ -446,6 +446,7 @@ CONFIG_UINT_KEY(config_key_max_per_ip, config_cur_fwd(p)->max_per_ip, 0,
 	}
 
 CONFIG_TIME_KEY(config_key_shutdown, p->cfg->shutdown_timeout, false)
+CONFIG_TIME_KEY(config_key_health, p->cfg->health_interval, false)
 CONFIG_TIME_KEY(config_key_connect_timeout, config_cur_fwd(p)->connect_timeout,
 		true)
 CONFIG_TIME_KEY(config_key_idle_timeout, config_cur_fwd(p)->idle_timeout, true)
@@ -536,6 +537,7 @@ static const struct config_key config_keys[] = {
 	{ SEC_GLOBAL, "max_connections", config_key_max_conn, false },
 	{ SEC_GLOBAL, "workers", config_key_workers, false },
 	{ SEC_GLOBAL, "shutdown_timeout", config_key_shutdown, false },
+	{ SEC_GLOBAL, "health_interval", config_key_health, false },
 	{ SEC_GLOBAL, "stats_listen", config_key_stats, false },
 	{ SEC_FORWARD, "listen", config_key_listen, true },
 	{ SEC_FORWARD, "backend", config_key_backend, true },

@@ -105,6 +105,8 @@ struct sess {
 	union sockname baddr; /* backend being tried or connected */
 	size_t bi; /* backend index being tried */
 	size_t ai; /* next address index of that backend */
+	uint8_t pass; /* 0: healthy backends; 1: then those health checks skipped */
+	bool skipped; /* pass 0 skipped a backend */
 	struct flow up; /* client -> backend */
 	struct flow down; /* backend -> client */
 	unsigned up_want;
@@ -213,6 +215,8 @@ struct sess_forward *sess_forward_new(struct ev_loop *loop,
 			sess_forward_unref(f);
 			return NULL;
 		}
+		backend_health_start(f->backends[i], config->health_interval,
+				     cfg->proxy_protocol, f->stats);
 		if (backend_addrs(f->backends[i], &(const union sockname *){0}) == 0)
 			log_msg(LOG_LVL_WARN, "resolve",
 				"forward %s: backend %s: %s", cfg->name,
@@ -1279,11 +1283,28 @@ static void sess_connect_next(struct sess *s)
 	const struct forward_cfg *cfg = s->fwd->cfg;
 	char buf[ADDR_STRLEN];
 
-	while (s->bi < s->fwd->nbackends) {
-		struct backend *b = s->fwd->backends[s->bi];
+	for (;;) {
+		struct backend *b;
 		const union sockname *addrs;
-		size_t n = backend_addrs(b, &addrs);
+		size_t n;
 		int fd;
+
+		if (s->bi >= s->fwd->nbackends) {
+			/* Backends a health check marked down are still better
+			 * than a 421: try them last. */
+			if (s->pass == 1 || !s->skipped)
+				break;
+			s->pass = 1;
+			s->bi = s->ai = 0;
+			continue;
+		}
+		b = s->fwd->backends[s->bi];
+		if (s->ai == 0 && backend_healthy(b) == (s->pass == 1)) {
+			s->skipped = s->skipped || s->pass == 0;
+			s->bi++;
+			continue;
+		}
+		n = backend_addrs(b, &addrs);
 
 		if (s->ai >= n) {
 			if (n == 0)
