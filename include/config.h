@@ -60,6 +60,7 @@ struct forward_cfg {
 	bool reject_early_talkers;
 	enum client_identity identity; /* never IDENT_UNSET once loaded */
 	int identity_line; /* where client_identity was set, 0 if not */
+	bool identity_defaulted; /* neither key set: none, with a warning */
 	int proxy_line; /* where proxy_protocol was set, 0 if not */
 };
 

@@ -873,6 +873,8 @@ static void config_check_files(struct config_parse *p,
 	}
 }
 
+static void config_validate_forwards(struct config_parse *p);
+
 /* client_identity and proxy_protocol describe one choice: make them
  * agree, and say so when a forward hides every client behind us. */
 static void config_validate_identity(struct config_parse *p,
@@ -892,11 +894,7 @@ static void config_validate_identity(struct config_parse *p,
 			f->identity = IDENT_PROXY_V2;
 		else {
 			f->identity = IDENT_NONE;
-			config_warn(p, f->line,
-				    "[forward %s]: the backend will see every client as coming from smtpfwd "
-				    "(no PROXY header, no XCLIENT); set client_identity = proxy-v2 or xclient, "
-				    "or client_identity = none if that is intended",
-				    p->name, f->line, f->name);
+			f->identity_defaulted = true; /* warned about at the end */
 		}
 		return;
 	}
@@ -911,6 +909,22 @@ static void config_validate_identity(struct config_parse *p,
 }
 
 static void config_validate(struct config_parse *p)
+{
+	struct config *c = p->cfg;
+
+	config_validate_forwards(p);
+	/* Only a configuration that would run gets this advice: among
+	 * errors it would be noise. */
+	for (size_t i = 0; p->diag->errors == 0 && i < c->nfwd; i++)
+		if (c->fwd[i].identity_defaulted)
+			config_warn(p, c->fwd[i].line,
+				    "[forward %s]: the backend will see every client as coming from smtpfwd "
+				    "(no PROXY header, no XCLIENT); set client_identity = proxy-v2 or xclient, "
+				    "or client_identity = none if that is intended",
+				    p->name, c->fwd[i].line, c->fwd[i].name);
+}
+
+static void config_validate_forwards(struct config_parse *p)
 {
 	struct config *c = p->cfg;
 

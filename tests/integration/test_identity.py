@@ -143,6 +143,7 @@ alias_database =
 local_transport = discard:
 relayhost = [{sink_host}]:{sink_port}
 smtp_tls_security_level = none
+smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination
 smtpd_banner = $myhostname ESMTP private-postfix
 smtpd_upstream_proxy_timeout = 5s
 smtpd_peername_lookup = no
@@ -153,6 +154,10 @@ smtpd_client_port_logging = yes
 # as postfix/NAME/smtpd)
 SERVICES = {
     "proxy": ["smtpd_upstream_proxy_protocol=haproxy"],
+    # Postfix's default relay restrictions: unauthorised relaying gets 454
+    "proxydefer": ["smtpd_upstream_proxy_protocol=haproxy",
+                   "smtpd_relay_restrictions=permit_mynetworks,"
+                   "permit_sasl_authenticated,defer_unauth_destination"],
     "xclient": ["smtpd_authorized_xclient_hosts=127.0.0.1"],
     "xnoauth": ["smtpd_authorized_xclient_hosts="],
     "plain": [],
@@ -622,12 +627,21 @@ def test_xclient_real_postfix_not_authorized(smtpfwd, closed_postfix):
 # client_identity = proxy-v2 (synonym of proxy_protocol = v2) with Postfix
 
 
-def test_proxy_v2_identity_real_postfix(smtpfwd, closed_postfix):
+@pytest.mark.parametrize("early", ["no", "yes"], ids=["", "reject_early_talkers"])
+def test_proxy_v2_identity_real_postfix(smtpfwd, closed_postfix, early):
+    """client_identity = proxy-v2 sends the header Postfix expects; a
+    patient client is served also with reject_early_talkers = yes."""
     pf = closed_postfix
     mark = pf.mark()
-    d = smtpfwd.forward([pf.addr("proxy")], client_identity="proxy-v2")
-    s = smtplib.SMTP("127.0.0.1", d.port, local_hostname="pp.client.example",
-                     timeout=IO_TIMEOUT, source_address=("127.0.0.9", 0))
+    d = smtpfwd.forward([pf.addr("proxy")], client_identity="proxy-v2",
+                        reject_early_talkers=early)
+    try:
+        s = smtplib.SMTP("127.0.0.1", d.port, local_hostname="pp.client.example",
+                         timeout=IO_TIMEOUT, source_address=("127.0.0.9", 0))
+    except (smtplib.SMTPException, OSError) as e:
+        pytest.fail(f"no session with reject_early_talkers={early}: {e!r}\n"
+                    f"--- Postfix ---\n{''.join(l + chr(10) for l in pf.lines_since(mark, 'proxy'))}"
+                    f"{d.describe()}")
     cport = s.sock.getsockname()[1]
     s.ehlo()
     s.mail("a@client.example")
@@ -686,6 +700,18 @@ def test_check_relay_open(workdir, open_postfix, sink, identity, svc):
     assert len(sink.messages) == before
 
 
+def test_check_relay_deferred_is_not_open(workdir, closed_postfix):
+    """Postfix's default smtpd_relay_restrictions answer 454, not 554:
+    refused all the same."""
+    pf = closed_postfix
+    mark = pf.mark()
+    r, info = check_relay(workdir, pf.addr("proxydefer"), "proxy-v2")
+    assert r.returncode == 0, info
+    assert "454" in r.stdout and "Relay access denied" in r.stdout, info
+    assert "OPEN RELAY" not in r.stdout, info
+    assert_no_mail_sent(pf, mark, "proxydefer", OUTSIDE)
+
+
 def test_check_relay_trap_identity_none(workdir, closed_postfix):
     """The classic mistake: no identity, and the backend trusts the
     forwarder's own address (127.0.0.0/8 in mynetworks). Every outside
@@ -726,25 +752,28 @@ def test_check_relay_unknown_forward(workdir):
 # reject_early_talkers
 
 
-def slow_greeter(answered, header=False):
+V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+def slow_greeter(answered):
     """Withholds its greeting until the client got its answer (or 3 s):
     an early talker necessarily talks before the greeting. Returns every
-    byte it received from the client."""
+    byte it received from the client (a PROXY v2 header removed)."""
     def handler(conn):
-        rest = b""
-        if header:
-            _, rest = read_v2_header(conn)
         answered.wait(3)
         with contextlib.suppress(OSError):
             conn.sendall(b"220 slow.example ESMTP\r\n")
-        return rest + drain(conn, 3)
+        data = drain(conn, 3)
+        if data.startswith(V2_SIG) and len(data) >= 16:
+            data = data[16 + struct.unpack("!H", data[14:16])[0]:]
+        return data
     return handler
 
 
 @pytest.mark.parametrize("identity", ["none", "proxy-v2"])
 def test_early_talker_rejected(smtpfwd, backend, identity):
     answered = threading.Event()
-    b = backend(slow_greeter(answered, header=identity == "proxy-v2"))
+    b = backend(slow_greeter(answered))
     d = smtpfwd.forward([b.addr], client_identity=identity, reject_early_talkers="yes")
     try:
         with connect("127.0.0.1", d.port) as c:
@@ -773,11 +802,11 @@ def test_early_talker_rejected_with_xclient(smtpfwd, backend):
             c.sendall(b"EHLO early.example\r\n")
             sent.set()   # only now does the backend greet
             reply = recv_line(c)
+            assert reply.startswith(b"554 5.5.1 Protocol error"), \
+                f"early talker during the XCLIENT exchange got {reply!r}, not 554"
             rest = recv_all(c)
     finally:
         sent.set()
-    assert reply.startswith(b"554 5.5.1 Protocol error"), \
-        f"early talker during the XCLIENT exchange got {reply!r} (then {rest!r})"
     assert rest == b"", rest
     [(_, xclient, after)] = b.wait_results(1)
     assert not after, f"the backend saw the early talker's commands: {after!r}"
@@ -786,20 +815,30 @@ def test_early_talker_rejected_with_xclient(smtpfwd, backend):
     assert s["result"] == "denied", s
 
 
-@pytest.mark.parametrize("identity", ["none", "xclient"])
+@pytest.mark.parametrize("identity", ["none", "proxy-v2", "xclient"])
 def test_patient_client_unaffected(smtpfwd, backend, identity):
     if identity == "xclient":
         b = backend(xclient_backend(b"250-XCLIENT ADDR PORT NAME"))
         greeting = b"220 after.example ESMTP ready for you\r\n"
     else:
         def handler(conn):
+            rest = b""
+            if identity == "proxy-v2":   # like Postfix: no greeting before the header
+                _, rest = read_v2_header(conn)
             time.sleep(0.5)   # a slow server, not synchronisation
-            return None, None, mini_smtp(conn, greeting=b"220 slow.example ESMTP\r\n")
+            return None, None, mini_smtp(conn, buffered=rest,
+                                         greeting=b"220 slow.example ESMTP\r\n")
         b = backend(handler)
         greeting = b"220 slow.example ESMTP\r\n"
     d = smtpfwd.forward([b.addr], client_identity=identity, reject_early_talkers="yes")
-    with connect("127.0.0.1", d.port) as c:
-        assert recv_reply(c) == greeting
+    with connect("127.0.0.1", d.port, timeout=5) as c:
+        try:
+            got = recv_reply(c)
+        except socket.timeout:
+            b.check()
+            pytest.fail(f"no greeting within 5 s with client_identity={identity} and "
+                        f"reject_early_talkers=yes (backend accepted {b.accepted})")
+        assert got == greeting
         c.sendall(b"EHLO patient.example\r\n")
         assert recv_reply(c) == b"250 mini.example\r\n"
         c.sendall(b"QUIT\r\n")

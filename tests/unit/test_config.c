@@ -71,12 +71,40 @@ static int group_teardown(void **state)
 
 #define FWD_OK "[forward smtp]\nlisten = 192.0.2.1:25\nbackend = 10.0.0.1:2525\n"
 
+#define IDENTITY_ADVICE "client_identity = none if that is intended"
+
+/* Most texts here leave client_identity unset, which earns each forward
+ * the same advice; the tests of that advice are below. Drop it. */
+static void drop_identity_advice(struct config_diag *d)
+{
+	char *line = d->text;
+
+	while (line != NULL && *line != '\0') {
+		char *nl = strchr(line, '\n');
+		size_t n = nl != NULL ? (size_t)(nl - line) + 1 : strlen(line);
+
+		if (memmem(line, n, IDENTITY_ADVICE, strlen(IDENTITY_ADVICE)) != NULL) {
+			memmove(line, line + n, strlen(line + n) + 1);
+			d->len -= n;
+			d->warnings--;
+			continue;
+		}
+		line += n;
+	}
+	if (d->text != NULL && d->len == 0) {
+		free(d->text);
+		d->text = NULL;
+		d->cap = 0;
+	}
+}
+
 /* A valid text: no messages at all. */
 static struct config *parse_ok(const char *text)
 {
 	struct config_diag d = { 0 };
 	struct config *c = config_parse_string(text, "t.ini", &d);
 
+	drop_identity_advice(&d);
 	if (c == NULL || d.errors != 0 || d.warnings != 0)
 		fail_msg("rejected (%u errors, %u warnings):\n%s", d.errors,
 			 d.warnings, d.text ? d.text : "");
@@ -123,6 +151,7 @@ static struct config *parse_warn(const char *text, const char *want)
 	struct config_diag d = { 0 };
 	struct config *c = config_parse_string(text, "t.ini", &d);
 
+	drop_identity_advice(&d);
 	if (c == NULL || d.text == NULL || strcmp(d.text, want) != 0)
 		fail_msg("got:\n%swant:\n%s", d.text ? d.text : "(nothing)\n",
 			 want);
@@ -1015,6 +1044,7 @@ static void test_load_file(void **state)
 	write_file(path, crlf, sizeof(crlf) - 1);
 	c = config_load(path, &d);
 	assert_non_null(c);
+	drop_identity_advice(&d);
 	assert_int_equal(d.errors, 0);
 	assert_int_equal(d.warnings, 0);
 	assert_string_equal(c->path, path);
@@ -1081,6 +1111,61 @@ static void test_load_errors(void **state)
 
 /* --- quick mode -------------------------------------------------------- */
 
+/* client_identity: one choice with proxy_protocol, advice when unset. */
+static void test_client_identity(void **state)
+{
+	struct config_diag d = { 0 };
+	struct config *c;
+
+	(void)state;
+	/* Unset: none, and the advice names the forward's line. */
+	c = config_parse_string("[global]\n" FWD_OK, "t.ini", &d);
+	assert_non_null(c);
+	assert_int_equal(c->fwd[0].identity, IDENT_NONE);
+	assert_int_equal(d.warnings, 1);
+	assert_non_null(strstr(d.text, "t.ini:2: warning: [forward smtp]: the backend will see"));
+	config_unref(c);
+	config_diag_free(&d);
+
+	/* Written as none: no advice. */
+	c = parse_ok(FWD_OK "client_identity = none\n");
+	assert_int_equal(c->fwd[0].identity, IDENT_NONE);
+	config_unref(c);
+	c = config_parse_string(FWD_OK "client_identity = none\n", "t.ini", &d);
+	assert_null(d.text);
+	config_unref(c);
+
+	/* proxy-v1/v2 set proxy_protocol; proxy_protocol alone sets it too. */
+	c = parse_ok(FWD_OK "client_identity = proxy-v1\n");
+	assert_int_equal(c->fwd[0].proxy_protocol, PROXY_V1);
+	config_unref(c);
+	c = parse_ok(FWD_OK "proxy_protocol = v2\n");
+	assert_int_equal(c->fwd[0].identity, IDENT_PROXY_V2);
+	config_unref(c);
+	c = parse_ok(FWD_OK "client_identity = xclient\n");
+	assert_int_equal(c->fwd[0].identity, IDENT_XCLIENT);
+	assert_int_equal(c->fwd[0].proxy_protocol, PROXY_OFF);
+	config_unref(c);
+	c = parse_ok(FWD_OK "client_identity = proxy-v2\nproxy_protocol = v2\n");
+	assert_int_equal(c->fwd[0].proxy_protocol, PROXY_V2);
+	config_unref(c);
+
+	/* Contradictions are errors at the proxy_protocol line. */
+	fwd_bad("client_identity = xclient\nproxy_protocol = v2\n",
+		"t.ini:5: [forward smtp]: proxy_protocol = v2 contradicts client_identity = xclient (line 4)\n");
+	fwd_bad("proxy_protocol = v1\nclient_identity = proxy-v2\n",
+		"t.ini:4: [forward smtp]: proxy_protocol = v1 contradicts client_identity = proxy-v2 (line 5)\n");
+	fwd_bad("client_identity = maybe\n",
+		"t.ini:4: client_identity = maybe: expected none, proxy-v1, proxy-v2 or xclient\n");
+
+	/* Among errors the advice is left out. */
+	c = config_parse_string(FWD_OK "max_per_ip = lots\n", "t.ini", &d);
+	assert_null(c);
+	assert_int_equal(d.warnings, 0);
+	assert_null(strstr(d.text, IDENTITY_ADVICE));
+	config_diag_free(&d);
+}
+
 static void test_from_args(void **state)
 {
 	const char *l1[] = { "0.0.0.0:25" }, *b1[] = { "mail.lan:2525" };
@@ -1111,6 +1196,9 @@ static void test_from_args(void **state)
 	assert_string_equal(c->fwd[1].backend[0].text, "10.0.0.1:587");
 	assert_int_equal(c->fwd[1].proxy_protocol, PROXY_OFF);
 	config_unref(c);
+	/* Without -P each forward gets the identity advice, nothing else. */
+	assert_int_equal(d.warnings, 2);
+	drop_identity_advice(&d);
 	assert_null(d.text);
 
 	/* Unpaired. */
@@ -1201,6 +1289,7 @@ int main(void)
 		cmocka_unit_test(test_load_file),
 		cmocka_unit_test(test_load_errors),
 		cmocka_unit_test(test_from_args),
+		cmocka_unit_test(test_client_identity),
 		cmocka_unit_test(test_from_args_errors),
 	};
 
