@@ -646,10 +646,21 @@ static void sess_update_relay(struct sess *s, bool run_up, bool run_down)
 		if (!s->smtp_on || (s->smtp != NULL && s->smtp->greeting.done)) {
 			s->hold_up = false;
 			run_up = true; /* bytes may be waiting */
-		} else if (run_up) {
-			if (sess_early_check(s))
+		} else {
+			if (run_up && sess_early_check(s))
 				return;
 			run_up = !s->hold_up;
+		}
+		if (s->hold_up) {
+			/* The client waits, but our PROXY header must go. */
+			unsigned w = pump_flush(&s->up);
+
+			if (w & PUMP_FAILED) {
+				sess_flow_failed(s, &s->up);
+				sess_close(s, STATS_ERROR, s->why);
+				return;
+			}
+			s->up_want = w | PUMP_SRC_READ;
 		}
 	}
 	if (run_up && !s->up_done)
@@ -1250,6 +1261,10 @@ static void sess_relay_start(struct sess *s)
 		if (s->smtp_on)
 			sess_observe_down(&s->down, greeting, glen);
 	}
+	/* XCLIENT: the client has heard nothing yet; anything it sent is
+	 * early. */
+	if (glen > 0 && s->hold_up && sess_early_check(s))
+		return;
 	if (cfg->tls == TLS_STARTTLS) {
 		s->st = malloc(sizeof(*s->st));
 		if (s->st == NULL) {

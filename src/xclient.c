@@ -198,10 +198,24 @@ static int xclient_line(struct xclient *x, const char *line, size_t n,
 			return 0;
 		}
 		if (!x->offered || !(x->attrs & XCLIENT_ADDR)) {
+			char said[SMTP_LINE_MAX / 2];
+			size_t i, o = 0;
+
+			/* The backend's own words, lines joined, for the log. */
+			for (i = 0; i < x->rlen && o + 1 < sizeof(said); i++) {
+				char ch = x->reply[i];
+
+				if (ch == '\r')
+					continue;
+				said[o++] = ch == '\n' ? ' ' : ch;
+			}
+			while (o > 0 && said[o - 1] == ' ')
+				o--;
 			xclient_fail(x, x->offered ?
-						"backend's XCLIENT does not take ADDR" :
-						"backend does not offer XCLIENT (Postfix: smtpd_authorized_xclient_hosts)",
-				     "", 0);
+						"backend's XCLIENT does not take ADDR; its EHLO reply" :
+						"backend does not offer XCLIENT to us (Postfix: "
+						"smtpd_authorized_xclient_hosts); its EHLO reply",
+				     said, o);
 			return 0;
 		}
 		len = xclient_format(cmd, sizeof(cmd), x->attrs, &x->client,

@@ -547,3 +547,278 @@ def test_2000_concurrent_sessions_byte_exact(smtpfwd, mass_backend, pump):
         assert pumps.get("splice", 0) > 0, f"splice mode, up to 64 KiB each: pumps {pumps}"
     alive(d)
     print(f"\n2000 sessions ({pump}): {elapsed:.1f}s, held {m.held_info}, pumps {pumps}")
+
+
+# --------------------------------------------------------------------------
+# broken peers: backend killed or reset mid-transfer, client reset,
+# backend that never greets, backend that greets and stalls
+
+LINGER_RST = (socket.SOL_SOCKET, socket.SO_LINGER, (1).to_bytes(4, sys.byteorder) +
+              (0).to_bytes(4, sys.byteorder))
+
+
+def reset_close(sock):
+    """close() with SO_LINGER 0: the kernel sends RST, not FIN."""
+    sock.setsockopt(*LINGER_RST)
+    sock.close()
+
+
+def until_end(sock, payload=b"", timeout=IO_TIMEOUT, tick=None, limit=None):
+    """Send payload while reading, until the connection ends (EOF or an
+    error). Returns (how, sent, received): how is 'eof', an errno name, or
+    'open' if it was still open at the deadline. tick() runs every round
+    (the caller's fault injection). Reading stops mattering after limit
+    bytes (they are counted, not kept)."""
+    sock.setblocking(False)
+    view = memoryview(payload)
+    sent = 0
+    received = 0
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if tick:
+                tick()
+            w = [sock] if sent < len(view) else []
+            r, w, _ = select.select([sock], w, [], 0.05)
+            if r:
+                try:
+                    data = sock.recv(262144)
+                except BlockingIOError:
+                    data = None
+                except OSError as e:
+                    return errno.errorcode.get(e.errno, str(e)), sent, received
+                if data == b"":
+                    return "eof", sent, received
+                if data:
+                    received += len(data)
+            if w:
+                try:
+                    sent += sock.send(view[sent:sent + 65536])
+                except BlockingIOError:
+                    pass
+                except OSError as e:
+                    return errno.errorcode.get(e.errno, str(e)), sent, received
+        return "open", sent, received
+    finally:
+        with contextlib.suppress(OSError):
+            sock.setblocking(True)
+            sock.settimeout(IO_TIMEOUT)
+
+
+def reader_backend(greet=True):
+    """Handler: optional greeting, then read to EOF or error; returns how
+    the connection ended and how many bytes came."""
+    def handler(conn):
+        if greet:
+            conn.sendall(GREETING)
+        n = 0
+        while True:
+            try:
+                data = conn.recv(262144)
+            except OSError as e:
+                return errno.errorcode.get(e.errno, str(e)), n
+            if not data:
+                return "eof", n
+            n += len(data)
+    return handler
+
+
+def resetting_backend(after):
+    """Handler: greeting, then stream data down; after `after` bytes the
+    socket is closed with RST (SO_LINGER 0)."""
+    def handler(conn):
+        conn.sendall(GREETING)
+        sent = 0
+        chunk = BLOB[:65536]
+        while sent < after:
+            sent += conn.send(chunk[:after - sent])
+        reset_close(conn)
+        return sent
+    return handler
+
+
+KILLABLE_BACKEND = r"""
+import socket, sys
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(8)
+print(s.getsockname()[1], flush=True)
+c, _ = s.accept()
+c.sendall(b"220 doomed.example ESMTP\r\n")
+n = 0
+while n < int(sys.argv[1]):
+    d = c.recv(65536)
+    if not d:
+        sys.exit(1)
+    n += len(d)
+print("midway", n, flush=True)
+# Stop reading: when the test kills this process, unread bytes are queued,
+# so the kernel answers the proxy with RST. Waits for stdin to close.
+sys.stdin.read()
+"""
+
+
+class KillableBackend:
+    """A backend in its own process, to be killed with SIGKILL mid-transfer."""
+
+    def __init__(self, midway):
+        self.proc = subprocess.Popen([sys.executable, "-c", KILLABLE_BACKEND, str(midway)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        r, _, _ = select.select([self.proc.stdout], [], [], IO_TIMEOUT)
+        assert r, "killable backend did not start"
+        self.port = int(self.proc.stdout.readline())
+        self.addr = fmt_addr("127.0.0.1", self.port)
+        os.set_blocking(self.proc.stdout.fileno(), False)
+        self.out = b""
+        self.killed_at = None
+
+    def midway(self):
+        with contextlib.suppress(BlockingIOError, TypeError):
+            self.out += self.proc.stdout.read() or b""
+        return b"midway" in self.out
+
+    def kill(self):
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(IO_TIMEOUT)
+        self.killed_at = time.monotonic()
+
+    def close(self):
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(IO_TIMEOUT)
+        self.proc.stdin.close()
+        self.proc.stdout.close()
+
+
+@pytest.fixture
+def killable():
+    made = []
+
+    def make(midway):
+        k = KillableBackend(midway)
+        made.append(k)
+        return k
+    yield make
+    for k in made:
+        k.close()
+
+
+def good_session(port, source=None):
+    """A short well-behaved SMTP dialogue through the proxy (mini_smtp or
+    smtp-sink behind it); returns the EHLO reply code."""
+    with smtplib.SMTP("127.0.0.1", port, local_hostname="good.example", timeout=IO_TIMEOUT,
+                      source_address=(source, 0) if source else None) as s:
+        code, _ = s.ehlo()
+        s.quit()
+    return code
+
+
+def test_backend_killed_mid_upload(smtpfwd, backend, killable, pump):
+    """The backend process dies (SIGKILL) while the client is uploading:
+    the client sees its connection end (no hang), the session is logged
+    with a reason, and the next session is served (by the next backend)."""
+    k = killable(midway=1 << 20)
+    good = backend(mini_smtp)
+    d = smtpfwd.forward([k.addr, good.addr], pump=pump, client_identity="none")
+    c = connect("127.0.0.1", d.port)
+    try:
+        assert recv_reply(c) == b"220 doomed.example ESMTP\r\n"
+
+        def tick():
+            if k.killed_at is None and k.midway():
+                k.kill()
+        how, sent, _ = until_end(c, BLOB * 4, timeout=IO_TIMEOUT, tick=tick)
+        ended = time.monotonic()
+    finally:
+        c.close()
+    assert k.killed_at is not None, f"backend never got 1 MiB (sent {sent}): {k.out!r}"
+    assert how != "open", f"client connection still open {IO_TIMEOUT}s after the backend died"
+    assert ended - k.killed_at < 3, f"client saw the end {ended - k.killed_at:.2f}s after the kill"
+    s = d.session_for(c)
+    assert s["result"] == "error" or (s["result"] == "forwarded" and s["reason"]), s
+    assert s["reason"], s
+    assert int(s["bytes_up"]) >= 1 << 20, s
+    # the proxy keeps serving: the dead backend refuses, the next one answers
+    assert good_session(d.port) == 250
+    alive(d)
+    print(f"\nbackend killed: client saw {how} after {ended - k.killed_at:.3f}s; "
+          f"log result={s['result']} reason={s['reason']!r}")
+
+
+def test_backend_reset_mid_download(smtpfwd, backend, pump):
+    """The backend resets (RST via SO_LINGER 0) while streaming to the
+    client: the client sees the end before the full stream, the session
+    says error, the proxy keeps serving."""
+    after = 3 << 20
+    b = backend(resetting_backend(after))
+    d = smtpfwd.forward([b.addr], pump=pump, client_identity="none")
+    with connect("127.0.0.1", d.port) as c:
+        assert recv_reply(c) == GREETING
+        t0 = time.monotonic()
+        how, _, received = until_end(c, b"EHLO reset.example\r\n")
+        elapsed = time.monotonic() - t0
+    [sent] = b.wait_results(1)
+    assert sent == after
+    assert how != "open", "client connection still open after the backend reset"
+    assert received <= after
+    s = d.session_for(c)
+    assert s["result"] == "error" or (s["result"] == "forwarded" and s["reason"]), s
+    assert int(s["bytes_down"]) <= after + len(GREETING), s
+    b2 = backend(mini_smtp)
+    d2 = smtpfwd.forward([b2.addr], pump=pump, client_identity="none")
+    assert good_session(d2.port) == 250
+    alive(d)
+    print(f"\nbackend reset: client saw {how} after {received} of {after} bytes "
+          f"({elapsed:.3f}s); log result={s['result']} reason={s['reason']!r}")
+
+
+def test_client_reset_mid_upload(smtpfwd, backend, pump):
+    """The client resets (RST) in the middle of an upload: the backend's
+    connection is closed too, the session is logged, the proxy serves
+    the next client."""
+    b = backend(reader_backend())
+    d = smtpfwd.forward([b.addr], pump=pump, client_identity="none")
+    c = connect("127.0.0.1", d.port)
+    assert recv_reply(c) == GREETING
+    c.sendall(b"EHLO reset.example\r\n" + BLOB[:512 * 1024])
+    addr = c.client_addr
+    reset_close(c)
+    t0 = time.monotonic()
+    [(how, n)] = b.wait_results(1, timeout=IO_TIMEOUT)
+    elapsed = time.monotonic() - t0
+    assert elapsed < 3, f"backend side closed {elapsed:.2f}s after the client's reset"
+    s = d.session_for(addr)
+    assert s["result"] in ("error", "forwarded") and s["reason"], s
+    assert good_session(d.port) == 250
+    alive(d)
+    print(f"\nclient reset: backend saw {how} after {n} bytes, {elapsed:.3f}s; "
+          f"log result={s['result']} reason={s['reason']!r}")
+
+
+@pytest.mark.parametrize("greets", [False, True], ids=["never-greets", "greets-then-stalls"])
+def test_stalled_backend_times_out(smtpfwd, backend, pump, greets):
+    """A backend that accepts and says nothing, or greets and then never
+    answers: with idle_timeout=1 the session ends after about a second
+    with result=timeout, both sides closed; the proxy keeps serving."""
+    b = backend(reader_backend(greet=greets))
+    d = smtpfwd.forward([b.addr], pump=pump, idle_timeout=1, client_identity="none")
+    with connect("127.0.0.1", d.port) as c:
+        t0 = time.monotonic()
+        if greets:
+            assert recv_reply(c) == GREETING
+            c.sendall(b"EHLO patient.example\r\n")
+            t0 = time.monotonic()
+        rest = recv_all(c)
+        elapsed = time.monotonic() - t0
+    assert rest == b""
+    assert 0.9 <= elapsed < 4, f"idle_timeout=1, closed after {elapsed:.2f}s"
+    [(how, _)] = b.wait_results(1)
+    assert how == "eof", f"backend side ended with {how}"
+    s = d.session_for(c)
+    assert s["result"] == "timeout", s
+    assert "idle" in s["reason"], s
+    b2 = backend(mini_smtp)
+    d2 = smtpfwd.forward([b2.addr], pump=pump, client_identity="none")
+    assert good_session(d2.port) == 250
+    alive(d)
