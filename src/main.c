@@ -35,8 +35,48 @@ static void main_usage(FILE *out)
 		"\n"
 		"Runs in the foreground and logs to stderr. SIGTERM/SIGINT: stop\n"
 		"accepting and let sessions finish; SIGHUP: re-read FILE.\n"
-		"Environment: SMTPFWD_NO_SPLICE=1 forces the buffered copy pump.\n",
+		"Environment: SMTPFWD_LISTEN, SMTPFWD_BACKEND (comma-separated) and\n"
+		"SMTPFWD_PROXY_PROTOCOL (off|v1|v2) define one forward when neither\n"
+		"-c nor -l/-b is given. SMTPFWD_NO_SPLICE=1 forces the copy pump.\n",
 		CONFIG_DEFAULT_PATH);
+}
+
+/* Containers: SMTPFWD_LISTEN / SMTPFWD_BACKEND (comma-separated lists)
+ * and SMTPFWD_PROXY_PROTOCOL describe one forward "env". They are used
+ * only when the command line names neither -c nor -l/-b: what is typed
+ * wins over what is inherited. NULL (and no message) when unset. */
+static struct config *main_env_config(struct config_diag *diag)
+{
+	const char *listen = getenv("SMTPFWD_LISTEN");
+	const char *backend = getenv("SMTPFWD_BACKEND");
+	const char *pp = getenv("SMTPFWD_PROXY_PROTOCOL");
+	char text[4096];
+	int n;
+
+	if (listen == NULL && backend == NULL)
+		return NULL;
+	for (const char *v = listen; v != NULL && *v != '\0'; v++)
+		if ((unsigned char)*v < 0x20)
+			listen = "";
+	for (const char *v = backend; v != NULL && *v != '\0'; v++)
+		if ((unsigned char)*v < 0x20)
+			backend = "";
+	for (const char *v = pp; v != NULL && *v != '\0'; v++)
+		if ((unsigned char)*v < 0x20)
+			pp = "";
+	/* Line numbers in messages count in this text: line 2 is listen,
+	 * 3 backend, 4 proxy_protocol. */
+	n = snprintf(text, sizeof(text),
+		     "[forward env]\n%s%s\n%s%s\nproxy_protocol = %s\n",
+		     listen != NULL ? "listen = " : "; no SMTPFWD_LISTEN",
+		     listen != NULL ? listen : "",
+		     backend != NULL ? "backend = " : "; no SMTPFWD_BACKEND",
+		     backend != NULL ? backend : "", pp != NULL ? pp : "off");
+	if (n < 0 || (size_t)n >= sizeof(text)) {
+		fprintf(stderr, "smtpfwd: SMTPFWD_LISTEN/SMTPFWD_BACKEND too long\n");
+		return NULL;
+	}
+	return config_parse_string(text, "environment", diag);
 }
 
 /* What only OpenSSL can tell: the key matches the certificate, the chain
@@ -73,7 +113,7 @@ int main(int argc, char **argv)
 	bool test_only = false, pp_set = false;
 	struct config_diag diag = { 0 };
 	struct config *cfg;
-	const char *env, *check_relay = NULL;
+	const char *env, *check_relay = NULL, *source = "command line";
 	static const struct option longopts[] = {
 		{ "check-relay", required_argument, NULL, 'R' },
 		{ "help", no_argument, NULL, 'h' },
@@ -144,6 +184,10 @@ int main(int argc, char **argv)
 
 	if (nlisten > 0 || nbackend > 0) {
 		cfg = config_from_args(listen, nlisten, backend, nbackend, pp, &diag);
+	} else if (path == NULL &&
+		   (getenv("SMTPFWD_LISTEN") != NULL || getenv("SMTPFWD_BACKEND") != NULL)) {
+		cfg = main_env_config(&diag);
+		source = "environment";
 	} else {
 		if (path == NULL)
 			path = CONFIG_DEFAULT_PATH;
@@ -169,11 +213,11 @@ int main(int argc, char **argv)
 		return (int)r;
 	}
 	if (test_only) {
-		if (main_check_tls(cfg, path != NULL ? path : "command line") > 0) {
+		if (main_check_tls(cfg, path != NULL ? path : source) > 0) {
 			config_unref(cfg);
 			return 1;
 		}
-		printf("%s: ok\n", path != NULL ? path : "command line");
+		printf("%s: ok\n", path != NULL ? path : source);
 		config_unref(cfg);
 		return 0;
 	}

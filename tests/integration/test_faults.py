@@ -714,6 +714,18 @@ def good_session(port, source=None):
     return code
 
 
+def fault_and_good(factory, fault_backends, good_addr, pump, **opts):
+    """One daemon, two forwards: 't' towards the faulty backend(s), 'ok'
+    towards a good one, so "the proxy keeps serving" is asked of the very
+    process that met the fault."""
+    port, ok_port = free_port(), free_port()
+    d = factory.start(ini({"log_level": "info"},
+                          {"t": forward_cfg(port, fault_backends, **opts),
+                           "ok": forward_cfg(ok_port, [good_addr])}), pump=pump)
+    d.port, d.ok_port = port, ok_port
+    return d
+
+
 def test_backend_killed_mid_upload(smtpfwd, backend, killable, pump):
     """The backend process dies (SIGKILL) while the client is uploading:
     the client sees its connection end (no hang), the session is logged
@@ -752,7 +764,7 @@ def test_backend_reset_mid_download(smtpfwd, backend, pump):
     says error, the proxy keeps serving."""
     after = 3 << 20
     b = backend(resetting_backend(after))
-    d = smtpfwd.forward([b.addr], pump=pump, client_identity="none")
+    d = fault_and_good(smtpfwd, [b.addr], backend(mini_smtp).addr, pump)
     with connect("127.0.0.1", d.port) as c:
         assert recv_reply(c) == GREETING
         t0 = time.monotonic()
@@ -765,9 +777,7 @@ def test_backend_reset_mid_download(smtpfwd, backend, pump):
     s = d.session_for(c)
     assert s["result"] == "error" or (s["result"] == "forwarded" and s["reason"]), s
     assert int(s["bytes_down"]) <= after + len(GREETING), s
-    b2 = backend(mini_smtp)
-    d2 = smtpfwd.forward([b2.addr], pump=pump, client_identity="none")
-    assert good_session(d2.port) == 250
+    assert good_session(d.ok_port) == 250
     alive(d)
     print(f"\nbackend reset: client saw {how} after {received} of {after} bytes "
           f"({elapsed:.3f}s); log result={s['result']} reason={s['reason']!r}")
@@ -778,7 +788,7 @@ def test_client_reset_mid_upload(smtpfwd, backend, pump):
     connection is closed too, the session is logged, the proxy serves
     the next client."""
     b = backend(reader_backend())
-    d = smtpfwd.forward([b.addr], pump=pump, client_identity="none")
+    d = fault_and_good(smtpfwd, [b.addr], backend(mini_smtp).addr, pump)
     c = connect("127.0.0.1", d.port)
     assert recv_reply(c) == GREETING
     c.sendall(b"EHLO reset.example\r\n" + BLOB[:512 * 1024])
@@ -790,7 +800,7 @@ def test_client_reset_mid_upload(smtpfwd, backend, pump):
     assert elapsed < 3, f"backend side closed {elapsed:.2f}s after the client's reset"
     s = d.session_for(addr)
     assert s["result"] in ("error", "forwarded") and s["reason"], s
-    assert good_session(d.port) == 250
+    assert good_session(d.ok_port) == 250
     alive(d)
     print(f"\nclient reset: backend saw {how} after {n} bytes, {elapsed:.3f}s; "
           f"log result={s['result']} reason={s['reason']!r}")
@@ -802,7 +812,7 @@ def test_stalled_backend_times_out(smtpfwd, backend, pump, greets):
     answers: with idle_timeout=1 the session ends after about a second
     with result=timeout, both sides closed; the proxy keeps serving."""
     b = backend(reader_backend(greet=greets))
-    d = smtpfwd.forward([b.addr], pump=pump, idle_timeout=1, client_identity="none")
+    d = fault_and_good(smtpfwd, [b.addr], backend(mini_smtp).addr, pump, idle_timeout=1)
     with connect("127.0.0.1", d.port) as c:
         t0 = time.monotonic()
         if greets:
@@ -818,7 +828,5 @@ def test_stalled_backend_times_out(smtpfwd, backend, pump, greets):
     s = d.session_for(c)
     assert s["result"] == "timeout", s
     assert "idle" in s["reason"], s
-    b2 = backend(mini_smtp)
-    d2 = smtpfwd.forward([b2.addr], pump=pump, client_identity="none")
-    assert good_session(d2.port) == 250
+    assert good_session(d.ok_port) == 250
     alive(d)
