@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from conftest import (BIN, IO_TIMEOUT, POSTFIX, STOP_TIMEOUT, Backend,
-                      connect, fmt_addr, free_port, have_ipv6, ini,
+                      connect, free_port, have_ipv6, ini,
                       is_listening, mini_smtp, recv_all, recv_line,
                       recv_reply, wait_for)
 
@@ -535,8 +535,8 @@ def test_xclient_ipv6_address(smtpfwd, backend):
      "550 5.7.0 Error: insufficient authorization"),
     (b"250-XCLIENT ADDR NAME", b"421 4.3.2 Service shutting down\r\n",
      "421 4.3.2 Service shutting down"),
-    (b"250-XCLIENT NAME HELO", None, "XCLIENT"),       # no ADDR
-    (b"250-SIZE 10240000", None, "XCLIENT"),           # no XCLIENT at all
+    (b"250-XCLIENT NAME HELO", None, "250-before.example"),   # no ADDR
+    (b"250-SIZE 10240000", None, "250-before.example"),       # no XCLIENT at all
 ], ids=["550", "421", "no-ADDR", "not-offered"])
 def test_xclient_failure_gives_421_and_logs_reply(smtpfwd, backend, ehlo_line,
                                                   final, reason_has):
@@ -614,10 +614,10 @@ def test_xclient_real_postfix_not_authorized(smtpfwd, closed_postfix):
     assert s["reason"].startswith("XCLIENT: "), s
     assert "XCLIENT" in s["reason"][len("XCLIENT: "):], s
     # The issue: any failure "logs the backend's exact reply". Here that is
-    # Postfix's answer to the proxy's EHLO (250-pf.test.example ...), without
-    # XCLIENT; at least the backend's own words must be in the line.
-    assert any("pf.test.example" in v for k, v in s.items() if k != "ts"), \
-        f"the session line carries nothing the backend said: {s}"
+    # Postfix's answer to the proxy's EHLO (250-pf.test.example ...), which
+    # lacks XCLIENT.
+    assert "250-pf.test.example" in s["reason"], \
+        f"the session line does not carry the backend's EHLO reply: {s}"
     m = pf.wait_line(mark, "xnoauth", r"disconnect from \S+ (.*)",
                      "Postfix to log the disconnect")
     assert "mail=" not in m.group(1) and "rcpt=" not in m.group(1), m.group(0)
