@@ -67,6 +67,7 @@ struct forward_cfg {
 struct config {
 	char *path;
 	char *user;
+	char *group; /* NULL: the user's primary group */
 	enum log_level log_level;
 	enum log_format log_format;
 	bool syslog;

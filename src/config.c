@@ -453,8 +453,20 @@ CONFIG_TIME_KEY(config_key_idle_timeout, config_cur_fwd(p)->idle_timeout, true)
 
 static void config_key_user(struct config_parse *p, const char *key, char *v)
 {
-	(void)key;
+	if (*v == '\0') {
+		config_bad_value(p, key, v, "a user name");
+		return;
+	}
 	config_set_string(&p->cfg->user, v);
+}
+
+static void config_key_group(struct config_parse *p, const char *key, char *v)
+{
+	if (*v == '\0') {
+		config_bad_value(p, key, v, "a group name");
+		return;
+	}
+	config_set_string(&p->cfg->group, v);
 }
 
 static void config_key_stats(struct config_parse *p, const char *key, char *v)
@@ -531,6 +543,7 @@ struct config_key {
 
 static const struct config_key config_keys[] = {
 	{ SEC_GLOBAL, "user", config_key_user, false },
+	{ SEC_GLOBAL, "group", config_key_group, false },
 	{ SEC_GLOBAL, "log_level", config_key_log_level, false },
 	{ SEC_GLOBAL, "log_format", config_key_log_format, false },
 	{ SEC_GLOBAL, "syslog", config_key_syslog, false },
@@ -1157,6 +1170,7 @@ void config_unref(struct config *cfg)
 	}
 	free(cfg->fwd);
 	free(cfg->user);
+	free(cfg->group);
 	free(cfg->path);
 	free(cfg);
 }

@@ -315,9 +315,10 @@ static unsigned server_raise_nofile(void)
 
 /* Drop root after binding. Refuses (returns -1, logged) unless the drop
  * is complete and cannot be undone. */
-static int server_drop_privileges(const char *user)
+static int server_drop_privileges(const char *user, const char *group)
 {
 	struct passwd *pw;
+	gid_t gid;
 
 	if (user == NULL)
 		return 0;
@@ -334,19 +335,34 @@ static int server_drop_privileges(const char *user)
 			errno != 0 ? strerror(errno) : "no such user");
 		return -1;
 	}
-	if (setgroups(1, &pw->pw_gid) == -1 || setgid(pw->pw_gid) == -1 ||
+	gid = pw->pw_gid;
+	if (group != NULL) {
+		struct group *gr;
+
+		errno = 0;
+		gr = getgrnam(group);
+		if (gr == NULL) {
+			log_msg(LOG_LVL_ERROR, "privileges", "group %s: %s", group,
+				errno != 0 ? strerror(errno) : "no such group");
+			return -1;
+		}
+		gid = gr->gr_gid;
+	}
+	if (setgroups(1, &gid) == -1 || setgid(gid) == -1 ||
 	    setuid(pw->pw_uid) == -1) {
 		log_msg(LOG_LVL_ERROR, "privileges", "cannot become %s: %s",
 			user, strerror(errno));
 		return -1;
 	}
-	if (pw->pw_uid != 0 && (setuid(0) != -1 || geteuid() == 0)) {
+	if (pw->pw_uid != 0 && (setuid(0) != -1 || geteuid() == 0 ||
+				getegid() != gid)) {
 		log_msg(LOG_LVL_ERROR, "privileges",
 			"still able to regain root after dropping to %s", user);
 		return -1;
 	}
-	log_msg(LOG_LVL_INFO, "privileges", "running as %s (uid %u, gid %u)",
-		user, (unsigned)pw->pw_uid, (unsigned)pw->pw_gid);
+	log_msg(LOG_LVL_INFO, "privileges",
+		"running as %s (uid %u, gid %u); a reload cannot bind ports below 1024",
+		user, (unsigned)pw->pw_uid, (unsigned)gid);
 	return 0;
 }
 
@@ -372,7 +388,7 @@ static int server_worker(struct config *cfg, const char *path, unsigned index)
 
 	if (server_gen_open(&srv, &srv.cur, NULL) == -1 ||
 	    server_stats(&srv, NULL) == -1 ||
-	    server_drop_privileges(cfg->user) == -1) {
+	    server_drop_privileges(cfg->user, cfg->group) == -1) {
 		status = 1;
 		goto out;
 	}

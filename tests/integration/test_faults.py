@@ -1271,6 +1271,12 @@ def test_max_connections_bounds_slow_clients(smtpfwd, sink1000):
 # fd exhaustion
 
 
+# A daemon with nothing to do uses ~0% here. A spinning loop shows up as
+# 20-100% of a core depending on how loaded the machine is, so the bound is
+# well below the 50% a spin would reach on an idle machine.
+SPIN_LIMIT = 0.10
+
+
 def serve_all(clients, timeout):
     """Each client waits for its greeting, says QUIT, reads 221 and closes.
     Clients stuck in the kernel backlog are served once the daemon accepts
@@ -1333,7 +1339,7 @@ def test_fd_exhaustion_pauses_without_spinning(smtpfwd, backend):
         accepted_while_stuck = b.accepted
         fds_while_stuck = fd_count(d.pid)
         assert accepted_while_stuck < 100, "all 100 were accepted: nothing was exhausted"
-        assert share < 0.5, (f"daemon used {share:.0%} of a core over 2 s while {100 - accepted_while_stuck} "
+        assert share < SPIN_LIMIT, (f"daemon used {share:.0%} of a core over 2 s while {100 - accepted_while_stuck} "
                              f"clients waited in the backlog: busy loop")
         heard = serve_all(clients, timeout=30)
     finally:
@@ -1360,10 +1366,11 @@ def hold_stats_connections(stats_port, n):
 
 
 def still_open(sock):
-    try:
-        return sock.recv(1, socket.MSG_DONTWAIT | socket.MSG_PEEK) != b""
-    except BlockingIOError:
+    r, _, _ = select.select([sock], [], [], 0)
+    if not r:
         return True
+    try:
+        return sock.recv(1, socket.MSG_PEEK) != b""
     except OSError:
         return False
 
@@ -1372,7 +1379,7 @@ def test_fd_exhaustion_pending_scrape_no_busy_loop(smtpfwd, backend):
     """Real EMFILE: RLIMIT_NOFILE 64, the metrics endpoint's 16 connection
     slots held open (5 s each), then clients until accept fails with
     EMFILE. A scrape arriving now cannot be accepted either; the daemon
-    must still not spin (CPU < 50% of a core over 1.5 s, within the 5 s
+    must still not spin (CPU < 10% of a core over 1.5 s, within the 5 s
     the held stats connections live), and once fds free up both the
     clients and the scrape are served."""
     b = backend(mini_smtp)
@@ -1396,7 +1403,7 @@ def test_fd_exhaustion_pending_scrape_no_busy_loop(smtpfwd, backend):
         window_ok = time.monotonic() - t_held < 4.5 and all(still_open(s) for s in held)
         fds = fd_count(d.pid)
         assert window_ok, "the held stats connections closed during the sample: inconclusive"
-        assert share < 0.5, (f"daemon used {share:.0%} of a core over 1.5 s with {fds} of 64 fds "
+        assert share < SPIN_LIMIT, (f"daemon used {share:.0%} of a core over 1.5 s with {fds} of 64 fds "
                              f"open and a scrape waiting to be accepted: busy loop")
         for s in held:
             s.close()
