@@ -213,6 +213,19 @@ static void stats_label(FILE *o, const char *v)
 	}
 }
 
+/* One sample: metric{forward="f"[,key="value"]} v */
+static void stats_sample(FILE *o, const char *metric, const char *fwd,
+			 const char *key, const char *value, long long v)
+{
+	fprintf(o, "%s{forward=\"", metric);
+	stats_label(o, fwd);
+	if (key != NULL) {
+		fprintf(o, "\",%s=\"", key);
+		stats_label(o, value);
+	}
+	fprintf(o, "\"} %lld\n", v);
+}
+
 static void stats_metrics(FILE *o)
 {
 	const struct stats_area *a = stats_get_area();
@@ -222,42 +235,30 @@ static void stats_metrics(FILE *o)
 	fputs("# HELP smtpfwd_sessions_total Sessions ended, by result.\n"
 	      "# TYPE smtpfwd_sessions_total counter\n", o);
 	for (i = 0; i < n; i++)
-		for (r = 0; r < STATS_RESULT_COUNT; r++) {
-			fputs("smtpfwd_sessions_total{forward=\"", o);
-			stats_label(o, a->fwd[i].name);
-			fprintf(o, "\",result=\"%s\"} %llu\n", stats_result_names[r],
-				(unsigned long long)STATS_GET(a->fwd[i].results[r]));
-		}
+		for (r = 0; r < STATS_RESULT_COUNT; r++)
+			stats_sample(o, "smtpfwd_sessions_total", a->fwd[i].name,
+				     "result", stats_result_names[r],
+				     (long long)STATS_GET(a->fwd[i].results[r]));
 	fputs("# HELP smtpfwd_sessions_active Sessions open now.\n"
 	      "# TYPE smtpfwd_sessions_active gauge\n", o);
-	for (i = 0; i < n; i++) {
-		fputs("smtpfwd_sessions_active{forward=\"", o);
-		stats_label(o, a->fwd[i].name);
-		fprintf(o, "\"} %lld\n", (long long)STATS_GET(a->fwd[i].active));
-	}
+	for (i = 0; i < n; i++)
+		stats_sample(o, "smtpfwd_sessions_active", a->fwd[i].name, NULL,
+			     NULL, (long long)STATS_GET(a->fwd[i].active));
 	fputs("# HELP smtpfwd_bytes_total Bytes relayed: up is client to backend.\n"
 	      "# TYPE smtpfwd_bytes_total counter\n", o);
 	for (i = 0; i < n; i++) {
-		fputs("smtpfwd_bytes_total{forward=\"", o);
-		stats_label(o, a->fwd[i].name);
-		fprintf(o, "\",direction=\"up\"} %llu\n",
-			(unsigned long long)STATS_GET(a->fwd[i].bytes_up));
-		fputs("smtpfwd_bytes_total{forward=\"", o);
-		stats_label(o, a->fwd[i].name);
-		fprintf(o, "\",direction=\"down\"} %llu\n",
-			(unsigned long long)STATS_GET(a->fwd[i].bytes_down));
+		stats_sample(o, "smtpfwd_bytes_total", a->fwd[i].name, "direction",
+			     "up", (long long)STATS_GET(a->fwd[i].bytes_up));
+		stats_sample(o, "smtpfwd_bytes_total", a->fwd[i].name, "direction",
+			     "down", (long long)STATS_GET(a->fwd[i].bytes_down));
 	}
 	fputs("# HELP smtpfwd_pump_sessions_total Sessions by how bytes moved.\n"
 	      "# TYPE smtpfwd_pump_sessions_total counter\n", o);
 	for (i = 0; i < n; i++) {
-		fputs("smtpfwd_pump_sessions_total{forward=\"", o);
-		stats_label(o, a->fwd[i].name);
-		fprintf(o, "\",pump=\"splice\"} %llu\n",
-			(unsigned long long)STATS_GET(a->fwd[i].spliced));
-		fputs("smtpfwd_pump_sessions_total{forward=\"", o);
-		stats_label(o, a->fwd[i].name);
-		fprintf(o, "\",pump=\"copy\"} %llu\n",
-			(unsigned long long)STATS_GET(a->fwd[i].copied));
+		stats_sample(o, "smtpfwd_pump_sessions_total", a->fwd[i].name,
+			     "pump", "splice", (long long)STATS_GET(a->fwd[i].spliced));
+		stats_sample(o, "smtpfwd_pump_sessions_total", a->fwd[i].name,
+			     "pump", "copy", (long long)STATS_GET(a->fwd[i].copied));
 	}
 	fputs("# HELP smtpfwd_backend_connects_total Backend connect attempts, by outcome.\n"
 	      "# TYPE smtpfwd_backend_connects_total counter\n", o);
@@ -267,18 +268,20 @@ static void stats_metrics(FILE *o)
 
 		for (j = 0; j < nb; j++) {
 			const struct stats_backend *b = &f->backends[j];
-			const char *res[2] = { "ok", "failed" };
-			uint64_t v[2] = { STATS_GET(b->connect_ok),
-					  STATS_GET(b->connect_failed) };
 
-			for (r = 0; r < 2; r++) {
-				fputs("smtpfwd_backend_connects_total{forward=\"", o);
-				stats_label(o, f->name);
-				fputs("\",backend=\"", o);
-				stats_label(o, b->name);
-				fprintf(o, "\",result=\"%s\"} %llu\n", res[r],
-					(unsigned long long)v[r]);
-			}
+			/* Two labels: written out rather than generalised. */
+			fprintf(o, "smtpfwd_backend_connects_total{forward=\"");
+			stats_label(o, f->name);
+			fprintf(o, "\",backend=\"");
+			stats_label(o, b->name);
+			fprintf(o, "\",result=\"ok\"} %llu\n",
+				(unsigned long long)STATS_GET(b->connect_ok));
+			fprintf(o, "smtpfwd_backend_connects_total{forward=\"");
+			stats_label(o, f->name);
+			fprintf(o, "\",backend=\"");
+			stats_label(o, b->name);
+			fprintf(o, "\",result=\"failed\"} %llu\n",
+				(unsigned long long)STATS_GET(b->connect_failed));
 		}
 	}
 }

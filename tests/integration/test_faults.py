@@ -1420,3 +1420,146 @@ def test_fd_exhaustion_pending_scrape_no_busy_loop(smtpfwd, backend):
     assert len(heard) == 40, f"{40 - len(heard)} clients never heard anything: {firsts}"
     assert good_session(port) == 250
     alive(d)
+
+
+# --------------------------------------------------------------------------
+# pipe exhaustion
+
+PIPE_HOG = r"""
+import fcntl, os, sys
+# Runs as the daemon's unprivileged user: make pipes (16 pages each) until
+# the user is over pipe-user-pages-soft, i.e. until a new pipe comes out
+# smaller (one or two pages, depending on the kernel). Holds them until
+# stdin closes.
+pipes = []
+first = size = 0
+while len(pipes) < 8192:
+    r, w = os.pipe()
+    pipes.append((r, w))
+    size = fcntl.fcntl(w, fcntl.F_GETPIPE_SZ)
+    first = first or size
+    if size < first:
+        break
+print(len(pipes), size, first, flush=True)
+sys.stdin.read()
+"""
+
+
+def as_user(name):
+    pw = pwd.getpwnam(name)
+
+    def preexec():
+        os.setgroups([])
+        os.setgid(pw.pw_gid)
+        os.setuid(pw.pw_uid)
+    return preexec
+
+
+@pytest.fixture
+def pipe_hog():
+    """Puts user nobody over pipe-user-pages-soft for the test's duration,
+    so every pipe a `nobody` process makes is a one-page pipe."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run the daemon and the hog as nobody")
+    try:
+        pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("no user nobody")
+    with open("/proc/sys/fs/pipe-user-pages-soft") as f:
+        if int(f.read()) == 0:
+            pytest.skip("pipe-user-pages-soft is 0 (no soft limit)")
+    with open("/proc/sys/fs/pipe-user-pages-hard") as f:
+        hard = int(f.read())
+    proc = subprocess.Popen([sys.executable, "-c", PIPE_HOG], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, preexec_fn=as_user("nobody"))
+    try:
+        r, _, _ = select.select([proc.stdout], [], [], IO_TIMEOUT)
+        assert r, "pipe hog did not report"
+        count, size, first = map(int, proc.stdout.readline().split())
+        if size >= first:
+            pytest.skip(f"{count} pipes and still not over pipe-user-pages-soft")
+        yield {"pipes": count, "size": size, "default": first, "hard": hard}
+    finally:
+        proc.stdin.close()
+        try:
+            proc.wait(IO_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(IO_TIMEOUT)
+        proc.stdout.close()
+
+
+def test_splice_over_pipe_user_pages_soft(smtpfwd, mass_backend, pipe_hog):
+    """The daemon drops to user nobody (`user = nobody`), and nobody is
+    over pipe-user-pages-soft, so the daemon's pipes are one or two pages
+    instead of 16: 300 parallel 1 MiB transfers each way still arrive
+    byte-exact, and they splice."""
+    n = 300
+    need_fds(2 * n + 200)
+    b = mass_backend()
+    port = free_port()
+    d = smtpfwd.start(ini({"log_level": "info", "user": "nobody"},
+                          {"t": forward_cfg(port, [b.addr])}), pump="splice")
+    assert os.stat(f"/proc/{d.pid}").st_uid == pwd.getpwnam("nobody").pw_uid
+    ups, downs = make_payloads(n, lambda r: 1 << 20, lambda r: 1 << 20, "pipes-soft", BLOB,
+                               smtp=False)
+    peak = [0]
+
+    def held():
+        peak[0] = fd_kinds(d.pid)["pipe"]
+    t0 = time.monotonic()
+    m = Mass(port, b, ups, downs, prelude=True, on_held=held).run(timeout=60)
+    elapsed = time.monotonic() - t0
+    m.verify()
+    lines = wait_session_count(d, n, timeout=IO_TIMEOUT)
+    pumps = {}
+    for r in lines:
+        pumps[r["pump"]] = pumps.get(r["pump"], 0) + 1
+    assert all(r["result"] == "forwarded" for r in lines), [r for r in lines if r["result"] != "forwarded"][:3]
+    assert pumps.get("splice", 0) == n, f"one-page pipes must still splice: pumps {pumps}"
+    print(f"\npipe-user-pages-soft: hog holds {pipe_hog['pipes']} pipes, new pipes "
+          f"{pipe_hog['size']} B (default {pipe_hog['default']} B); {n} x 2 MiB in "
+          f"{elapsed:.1f}s, pumps {pumps}")
+    alive(d)
+
+
+def test_no_pipe_fds_falls_back_to_copy(smtpfwd, mass_backend):
+    """Sockets fit but pipes do not: RLIMIT_NOFILE 64, the metrics
+    endpoint's 16 slots held open (fds outside the session budget), then
+    as many sessions as leave fewer than the 2 fds a pipe needs. Every
+    session falls back to the copy pump (pump=copy in its log line) and
+    still delivers 256 KiB each way byte-exact."""
+    b = mass_backend()
+    port, stats = free_port(), free_port()
+    d = start_limited(smtpfwd, ini({"log_level": "info", "stats_listen": f"127.0.0.1:{stats}"},
+                                   {"t": forward_cfg(port, [b.addr])}), nofile_limit(64),
+                      pump="splice")
+    base = fd_count(d.pid)
+    held = hold_stats_connections(stats, 16)
+    try:
+        wait_for(lambda: fd_count(d.pid) >= base + 16, IO_TIMEOUT, "stats connections accepted")
+        t_held = time.monotonic()
+        n = (64 - fd_count(d.pid)) // 2
+        assert n >= 5, f"only room for {n} sessions"
+        ups, downs = make_payloads(n, lambda r: 256 * 1024, lambda r: 256 * 1024, "nopipe",
+                                   BLOB, smtp=False)
+        spare = []
+
+        def on_held():
+            spare.append(64 - fd_count(d.pid))
+        m = Mass(port, b, ups, downs, prelude=True, on_held=on_held).run(timeout=IO_TIMEOUT)
+        window_ok = time.monotonic() - t_held < 4.5 and all(still_open(s) for s in held)
+    finally:
+        for s in held:
+            s.close()
+    assert window_ok, "the held stats connections closed before the transfers ended: inconclusive"
+    m.verify()
+    lines = wait_session_count(d, n, timeout=IO_TIMEOUT)
+    pumps = {}
+    for r in lines:
+        pumps[r["pump"]] = pumps.get(r["pump"], 0) + 1
+    print(f"\nno pipe fds: {n} sessions, {spare[0]} spare fds while held, pumps {pumps}")
+    assert spare[0] < 2, f"{spare[0]} fds spare: a pipe would fit, the test proves nothing"
+    assert all(r["result"] == "forwarded" for r in lines), lines[:3]
+    assert pumps == {"copy": n}, f"no pipe could be made, yet pumps {pumps}"
+    alive(d)
