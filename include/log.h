@@ -32,6 +32,8 @@ void log_str(struct log_line *l, const char *key, const char *value);
 void log_strn(struct log_line *l, const char *key, const char *value,
 	      size_t n);
 void log_uint(struct log_line *l, const char *key, unsigned long long v);
+/* A duration in seconds, three decimals; a JSON number. */
+void log_seconds(struct log_line *l, const char *key, double v);
 void log_bool(struct log_line *l, const char *key, bool v);
 void log_fmt(struct log_line *l, const char *key, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));

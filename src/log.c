@@ -213,6 +213,19 @@ void log_uint(struct log_line *l, const char *key, unsigned long long v)
 		log_put(l, num, (size_t)n);
 }
 
+void log_seconds(struct log_line *l, const char *key, double v)
+{
+	char num[32];
+	int n;
+
+	if (!l->active)
+		return;
+	/* A plain decimal is a number in both formats. */
+	n = snprintf(num, sizeof(num), "%.3f", v);
+	if (n > 0 && (size_t)n < sizeof(num) && log_key(l, key, (size_t)n))
+		log_put(l, num, (size_t)n);
+}
+
 void log_bool(struct log_line *l, const char *key, bool v)
 {
 	const char *word = l->json ? (v ? "true" : "false") : (v ? "yes" : "no");

@@ -346,7 +346,7 @@ static void sess_log(struct sess *s, enum stats_result result,
 	log_str(&l, "pump", sess_pump_str(s));
 	log_uint(&l, "bytes_up", s->up.bytes);
 	log_uint(&l, "bytes_down", s->down.bytes);
-	log_fmt(&l, "duration", "%.3f", ev_now(s->loop) - s->started);
+	log_seconds(&l, "duration", ev_now(s->loop) - s->started);
 	log_end(&l);
 }
 

@@ -239,7 +239,7 @@ class Payload:
 class _End:
     __slots__ = ("sock", "client", "out", "part", "pos", "hin", "nin",
                  "eof", "shut", "err", "connected", "mask", "up_sha",
-                 "script", "step", "say", "need")
+                 "script", "step", "say", "need", "sent_all")
 
     def __init__(self, sock, client, out, script=()):
         self.sock = sock
@@ -259,6 +259,7 @@ class _End:
         self.step = -1
         self.say = b""
         self.need = 0
+        self.sent_all = False
 
     def in_script(self):
         return 0 <= self.step < len(self.script)
@@ -286,7 +287,9 @@ class Mass:
     bulk starts only after a real dialogue (greeting, EHLO, 250, each read
     in full), so the daemon's SMTP phase is over with nothing buffered and
     the bulk may splice from its first byte. rcvbuf sets SO_RCVBUF on both
-    ends (before the handshake) to keep the kernel from absorbing it all."""
+    ends (before the handshake). With shut_together, nobody shuts down its
+    write side before every bulk byte of every session has arrived, so no
+    session ends (and frees its fds) while another still moves data."""
 
     GREET = b"220 mass.example ESMTP\r\n"
     EHLO = b"EHLO client.example\r\n"
@@ -294,7 +297,7 @@ class Mass:
 
     def __init__(self, port, backend, ups, downs, source=None, ramp=256,
                  hold=True, read_gate=None, on_held=None, prelude=False,
-                 rcvbuf=None):
+                 rcvbuf=None, shut_together=False):
         assert len(ups) == len(downs)
         self.port = port
         self.backend = backend
@@ -315,6 +318,10 @@ class Mass:
         self.done = 0
         self.held_info = None
         self.rcvbuf = rcvbuf
+        self.shut_together = shut_together
+        self.may_shut = not shut_together
+        self.expect_in = sum(p.size for p in ups) + sum(p.size for p in downs)
+        self.got_in = 0
         if prelude:
             self.cscript = ((b"", len(self.GREET)), (self.EHLO, len(self.OK)))
             self.bscript = ((self.GREET, len(self.EHLO)), (self.OK, 0))
@@ -337,7 +344,7 @@ class Mass:
             m |= selectors.EVENT_READ
         if not self.reading and not e.eof and not self.released:
             m |= selectors.EVENT_READ  # a close before the release is an error
-        if self.released and not e.shut:
+        if self.released and not e.shut and (not e.sent_all or self.may_shut):
             m |= selectors.EVENT_WRITE
         return m
 
@@ -443,6 +450,7 @@ class Mass:
             return
         e.hin.update(data)
         e.nin += len(data)
+        self.got_in += len(data)
 
     def _write(self, e):
         if e.in_script():
@@ -462,6 +470,9 @@ class Mass:
                 e.err = f"send: {x.strerror}"
                 return
             e.pos += n
+        e.sent_all = True
+        if not self.may_shut:
+            return
         try:
             e.sock.shutdown(socket.SHUT_WR)
         except OSError as x:
@@ -484,6 +495,11 @@ class Mass:
                     for e in self.clients + self.bconns:
                         e.advance()
                         self._sync(e)
+                if not self.may_shut and self.got_in == self.expect_in:
+                    self.may_shut = True  # every byte is across: all shut down now
+                    for e in self.clients + self.bconns:
+                        if e.sock is not None:
+                            self._sync(e)
                 if not self.reading and self.released and self.read_gate():
                     self.reading = True
                     for e in self.clients + self.bconns:
@@ -1526,7 +1542,8 @@ def test_splice_over_pipe_user_pages_soft(smtpfwd, mass_backend, pipe_hog):
 def test_no_pipe_fds_falls_back_to_copy(smtpfwd, mass_backend):
     """Sockets fit but pipes do not: RLIMIT_NOFILE 64, the metrics
     endpoint's 16 slots held open (fds outside the session budget), then
-    as many sessions as leave fewer than the 2 fds a pipe needs. Every
+    as many sessions as leave fewer than the 2 fds a pipe needs (and none
+    ends before all have moved their bytes, so none frees fds early). Every
     session falls back to the copy pump (pump=copy in its log line) and
     still delivers 256 KiB each way byte-exact."""
     b = mass_backend()
@@ -1547,7 +1564,8 @@ def test_no_pipe_fds_falls_back_to_copy(smtpfwd, mass_backend):
 
         def on_held():
             spare.append(64 - fd_count(d.pid))
-        m = Mass(port, b, ups, downs, prelude=True, on_held=on_held).run(timeout=IO_TIMEOUT)
+        m = Mass(port, b, ups, downs, prelude=True, on_held=on_held,
+                 shut_together=True).run(timeout=IO_TIMEOUT)
         window_ok = time.monotonic() - t_held < 4.5 and all(still_open(s) for s in held)
     finally:
         for s in held:
