@@ -32,8 +32,9 @@ const char *stats_result_str(enum stats_result r);
 int stats_share(void);
 
 /* The counters of the forward with this name (created on first use; a
- * reload finds the same ones). NULL only when memory is out; every
- * function below accepts NULL and does nothing. */
+ * reload finds the same ones). NULL when memory is out or 64 forwards
+ * already have counters; every function below accepts NULL and does
+ * nothing (the forward then simply has no metrics). */
 struct stats_fwd *stats_forward(const char *name);
 
 void stats_session_open(struct stats_fwd *f);

@@ -45,7 +45,6 @@ struct xclient {
 	enum xclient_phase phase;
 	unsigned attrs; /* enum xclient_attr, from the EHLO reply */
 	bool offered; /* the EHLO reply had an XCLIENT line */
-	bool line_long; /* skipping the rest of an over-long line */
 	union sockname client;
 	union sockname local;
 	char ehlo_name[SMTP_DOMAIN_MAX + 1];

@@ -123,7 +123,8 @@ struct stats_fwd *stats_forward(const char *name)
 	if (f == NULL && a->nfwd < STATS_MAX_FORWARDS) {
 		f = &a->fwd[a->nfwd];
 		snprintf(f->name, sizeof(f->name), "%s", name);
-		a->nfwd++;
+		/* Release: a reader that sees the count sees the name. */
+		__atomic_store_n(&a->nfwd, a->nfwd + 1, __ATOMIC_RELEASE);
 	}
 	shared_unlock(&a->lock);
 	return f;
@@ -163,15 +164,19 @@ void stats_backend_result(struct stats_fwd *f, const char *backend, bool ok,
 	__atomic_store_n(ok ? &f->last_ok_ms : &f->last_failed_ms,
 			 (int64_t)(now * 1000), __ATOMIC_RELAXED);
 	shared_lock(&stats_area->lock);
+	/* Compared as stored: a name too long for the entry was cut. */
 	for (i = 0; i < f->nbackends; i++)
-		if (strcmp(f->backends[i].name, backend) == 0) {
+		if (strncmp(f->backends[i].name, backend,
+			    sizeof(f->backends[i].name) - 1) == 0) {
 			b = &f->backends[i];
 			break;
 		}
 	if (b == NULL && f->nbackends < STATS_MAX_BACKENDS) {
 		b = &f->backends[f->nbackends];
 		snprintf(b->name, sizeof(b->name), "%s", backend);
-		f->nbackends++;
+		/* Release: a reader that sees the count sees the name. */
+		__atomic_store_n(&f->nbackends, f->nbackends + 1,
+				 __ATOMIC_RELEASE);
 	}
 	shared_unlock(&stats_area->lock);
 	if (b != NULL && ok)
@@ -354,8 +359,8 @@ char *stats_response(const char *req, size_t n, size_t *len)
 	}
 	fprintf(o,
 		"HTTP/1.0 %d %s\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
-		"Content-Length: %zu\r\nConnection: close\r\n\r\n",
-		status, reason, blen);
+		"Content-Length: %zu\r\n%sConnection: close\r\n\r\n",
+		status, reason, blen, status == 405 ? "Allow: GET\r\n" : "");
 	fwrite(body, 1, blen, o);
 	free(body);
 	if (fclose(o) != 0) {

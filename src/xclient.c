@@ -42,13 +42,16 @@ static long xclient_xtext(char *buf, size_t len, const char *v)
 	return (long)o;
 }
 
-/* Postfix's form of an address: IPv4 dotted, IPv6 with "IPV6:". */
+/* Postfix's form of an address: IPv4 dotted, IPv6 with "IPV6:", and an
+ * IPv4-mapped IPv6 address as the IPv4 address it stands for. */
 static void xclient_addr(const union sockname *a, char *buf, size_t len)
 {
 	char ip[ADDR_STRLEN];
+	union sockname u;
 
-	addr_format_ip(a, ip, sizeof(ip));
-	snprintf(buf, len, "%s%s", a->sa.sa_family == AF_INET6 ? "IPV6:" : "",
+	addr_unmap(a, &u);
+	addr_format_ip(&u, ip, sizeof(ip));
+	snprintf(buf, len, "%s%s", u.sa.sa_family == AF_INET6 ? "IPV6:" : "",
 		 ip);
 }
 
@@ -256,12 +259,18 @@ long xclient_backend(struct xclient *x, const char *data, size_t n,
 		const char *lf = memchr(p, '\n', n - used);
 		size_t take = lf != NULL ? (size_t)(lf - p) + 1 : n - used;
 
-		used += take;
 		if (x->llen + take > sizeof(x->line)) {
-			xclient_fail(x, "backend line too long", x->line,
-				     x->llen < 80 ? x->llen : 80);
+			/* Fill the line and stop at the byte past it, so the
+			 * quote and the count do not depend on how the bytes
+			 * arrived. */
+			size_t room = sizeof(x->line) - x->llen;
+
+			memcpy(x->line + x->llen, p, room);
+			used += room + 1;
+			xclient_fail(x, "backend line too long", x->line, 80);
 			break;
 		}
+		used += take;
 		memcpy(x->line + x->llen, p, take);
 		x->llen += take;
 		if (lf == NULL)
