@@ -41,10 +41,9 @@ void stats_session_open(struct stats_fwd *f);
 void stats_session_close(struct stats_fwd *f, enum stats_result r,
 			 uint64_t bytes_up, uint64_t bytes_down, bool spliced,
 			 bool copied);
-/* A connect to backend (as configured) succeeded or failed; now is the
- * loop time. Feeds /health. */
-void stats_backend_result(struct stats_fwd *f, const char *backend, bool ok,
-			  double now);
+/* A connect (or health check) to backend, as configured, succeeded or
+ * failed. The latest result of a forward feeds /health. */
+void stats_backend_result(struct stats_fwd *f, const char *backend, bool ok);
 
 /* Forwards of the running configuration: /health looks only at these.
  * Called by the server after start and each reload. */

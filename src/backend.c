@@ -161,7 +161,7 @@ static void backend_health_done(struct backend *b, bool ok, const char *why)
 				b->cfg->text, why);
 	}
 	b->healthy = ok;
-	stats_backend_result(b->stats, b->cfg->text, ok, ev_now(b->loop));
+	stats_backend_result(b->stats, b->cfg->text, ok);
 	ev_timer_stop(b->loop, &b->htimer);
 	ev_timer_set(&b->htimer, b->interval, 0);
 	ev_timer_start(b->loop, &b->htimer);

@@ -575,8 +575,7 @@ static void sess_attempt_failed(struct sess *s)
 	log_msg(LOG_LVL_WARN, "backend_failed", "forward %s: %s",
 		s->fwd->cfg->name, s->why);
 	backend_connect_failed(b);
-	stats_backend_result(s->fwd->stats, backend_name(b), false,
-			     ev_now(s->loop));
+	stats_backend_result(s->fwd->stats, backend_name(b), false);
 	ev_io_stop(s->loop, &s->bio);
 	sess_close_fd(&s->bfd);
 	sess_connect_next(s);
@@ -1184,8 +1183,7 @@ static void sess_connected(struct sess *s)
 
 	s->state = SESS_RELAY;
 	s->connected = true;
-	stats_backend_result(s->fwd->stats, backend_name(s->fwd->backends[s->bi]),
-			     true, ev_now(s->loop));
+	stats_backend_result(s->fwd->stats, backend_name(s->fwd->backends[s->bi]), true);
 	sess_nodelay(s->bfd);
 	ev_io_stop(s->loop, &s->bio);
 	pump_init(&s->up, s->cfd, s->bfd, splice_ok);

@@ -40,14 +40,15 @@ struct stats_fwd {
 	uint64_t spliced;
 	uint64_t copied;
 	int64_t active;
-	int64_t last_ok_ms; /* loop time of the last good connect */
-	int64_t last_failed_ms;
+	uint64_t last_ok; /* sequence number of the last good connect */
+	uint64_t last_failed; /* ... and of the last failed one */
 	unsigned nbackends;
 	struct stats_backend backends[STATS_MAX_BACKENDS];
 };
 
 struct stats_area {
 	int lock; /* taken only to add a forward or a backend */
+	uint64_t seq; /* orders connect results, across workers too */
 	unsigned nfwd;
 	struct stats_fwd fwd[STATS_MAX_FORWARDS];
 };
@@ -153,16 +154,18 @@ void stats_session_close(struct stats_fwd *f, enum stats_result r,
 		STATS_ADD(f->copied, 1);
 }
 
-void stats_backend_result(struct stats_fwd *f, const char *backend, bool ok,
-			  double now)
+void stats_backend_result(struct stats_fwd *f, const char *backend, bool ok)
 {
 	struct stats_backend *b = NULL;
 	unsigned i;
 
 	if (f == NULL)
 		return;
-	__atomic_store_n(ok ? &f->last_ok_ms : &f->last_failed_ms,
-			 (int64_t)(now * 1000), __ATOMIC_RELAXED);
+	/* "Last" by sequence, not by clock: two results in one loop
+	 * iteration still have an order. */
+	__atomic_store_n(ok ? &f->last_ok : &f->last_failed,
+			 __atomic_add_fetch(&stats_area->seq, 1, __ATOMIC_RELAXED),
+			 __ATOMIC_RELAXED);
 	shared_lock(&stats_area->lock);
 	/* Compared as stored: a name too long for the entry was cut. */
 	for (i = 0; i < f->nbackends; i++)
@@ -193,12 +196,12 @@ void stats_set_current(struct stats_fwd *const *fwd, size_t n)
 
 bool stats_forward_healthy(const struct stats_fwd *f)
 {
-	int64_t ok, failed;
+	uint64_t ok, failed;
 
 	if (f == NULL)
 		return true;
-	ok = __atomic_load_n(&f->last_ok_ms, __ATOMIC_RELAXED);
-	failed = __atomic_load_n(&f->last_failed_ms, __ATOMIC_RELAXED);
+	ok = __atomic_load_n(&f->last_ok, __ATOMIC_RELAXED);
+	failed = __atomic_load_n(&f->last_failed, __ATOMIC_RELAXED);
 	return failed == 0 || ok >= failed;
 }
 

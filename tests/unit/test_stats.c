@@ -200,7 +200,7 @@ static void test_metrics_format(void **state)
 
 	(void)state;
 	assert_non_null(f);
-	stats_backend_result(f, "192.0.2.1:25", true, 100.0);
+	stats_backend_result(f, "192.0.2.1:25", true);
 	r = st_metrics();
 	assert_true(r.blen > 0);
 	assert_int_equal(r.body[r.blen - 1], '\n');
@@ -276,10 +276,10 @@ static void test_metrics_counters(void **state)
 	stats_session_close(f, STATS_DENIED, 0, 0, false, false);
 	stats_session_open(g);
 	stats_session_close(g, STATS_TIMEOUT, 1, 2, true, true);
-	stats_backend_result(f, "192.0.2.10:25", true, 1000.0);
-	stats_backend_result(f, "192.0.2.10:25", true, 1001.0);
-	stats_backend_result(f, "192.0.2.10:25", false, 1002.0);
-	stats_backend_result(f, "mx.example.test:2525", false, 1003.0);
+	stats_backend_result(f, "192.0.2.10:25", true);
+	stats_backend_result(f, "192.0.2.10:25", true);
+	stats_backend_result(f, "192.0.2.10:25", false);
+	stats_backend_result(f, "mx.example.test:2525", false);
 
 	r = st_metrics();
 #define F "{forward=\"st-counters\""
@@ -341,7 +341,7 @@ static void test_metrics_label_escaping(void **state)
 	assert_non_null(f);
 	assert_non_null(g);
 	stats_session_open(f);
-	stats_backend_result(f, "b\"ack\\end", false, 50.0);
+	stats_backend_result(f, "b\"ack\\end", false);
 	stats_session_open(g);
 	stats_session_open(g);
 	r = st_metrics();
@@ -374,9 +374,9 @@ static void test_metrics_long_backend_name(void **state)
 	assert_non_null(f);
 	memset(name, 'h', sizeof(name));
 	memcpy(name + sizeof(name) - 6, ":2525", 6);
-	stats_backend_result(f, name, true, 10.0);
-	stats_backend_result(f, name, true, 11.0);
-	stats_backend_result(f, name, false, 12.0);
+	stats_backend_result(f, name, true);
+	stats_backend_result(f, name, true);
+	stats_backend_result(f, name, false);
 	r = st_metrics();
 	assert_int_equal(st_count_lines(r.body, (const char *const[]){
 				 "{forward=\"st-longbackend\"", "result=\"ok\"} 2",
@@ -427,7 +427,7 @@ static void test_null_forward(void **state)
 	(void)state;
 	stats_session_open(NULL);
 	stats_session_close(NULL, STATS_FORWARDED, 1, 1, true, false);
-	stats_backend_result(NULL, "x:25", false, 1.0);
+	stats_backend_result(NULL, "x:25", false);
 	assert_true(stats_forward_healthy(NULL));
 }
 
@@ -486,31 +486,31 @@ static void test_health(void **state)
 	assert_true(stats_forward_healthy(cur[0]));
 	st_expect_health(200, "st-h-a ok\nst-h-b ok\n");
 
-	stats_backend_result(cur[1], "192.0.2.1:25", true, 100.0);
+	stats_backend_result(cur[1], "192.0.2.1:25", true);
 	st_expect_health(200, "st-h-a ok\nst-h-b ok\n");
-	stats_backend_result(cur[1], "192.0.2.1:25", false, 101.0);
+	stats_backend_result(cur[1], "192.0.2.1:25", false);
 	assert_false(stats_forward_healthy(cur[1]));
 	st_expect_health(503, "st-h-a ok\nst-h-b failing\n");
 	/* any backend of the forward: the last attempt decides */
-	stats_backend_result(cur[1], "192.0.2.2:25", true, 102.5);
+	stats_backend_result(cur[1], "192.0.2.2:25", true);
 	assert_true(stats_forward_healthy(cur[1]));
 	st_expect_health(200, "st-h-a ok\nst-h-b ok\n");
 
 	/* a failure with no success ever */
-	stats_backend_result(cur[0], "192.0.2.3:25", false, 103.0);
+	stats_backend_result(cur[0], "192.0.2.3:25", false);
 	st_expect_health(503, "st-h-a failing\nst-h-b ok\n");
-	stats_backend_result(cur[1], "192.0.2.2:25", false, 104.0);
+	stats_backend_result(cur[1], "192.0.2.2:25", false);
 	st_expect_health(503, "st-h-a failing\nst-h-b failing\n");
-	stats_backend_result(cur[0], "192.0.2.3:25", true, 105.0);
-	stats_backend_result(cur[1], "192.0.2.2:25", true, 105.0);
+	stats_backend_result(cur[0], "192.0.2.3:25", true);
+	stats_backend_result(cur[1], "192.0.2.2:25", true);
 	st_expect_health(200, "st-h-a ok\nst-h-b ok\n");
 
 	/* a failing forward no longer configured is not looked at */
-	stats_backend_result(other, "192.0.2.9:25", false, 106.0);
+	stats_backend_result(other, "192.0.2.9:25", false);
 	assert_false(stats_forward_healthy(other));
 	st_expect_health(200, "st-h-a ok\nst-h-b ok\n");
 	stats_set_current(cur, 1);
-	stats_backend_result(cur[1], "192.0.2.2:25", false, 107.0);
+	stats_backend_result(cur[1], "192.0.2.2:25", false);
 	st_expect_health(200, "st-h-a ok\n");
 
 	/* after a reload that drops them all */
