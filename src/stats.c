@@ -71,6 +71,7 @@ static struct stats_fwd *const *stats_cur;
 static size_t stats_ncur;
 static struct ev_loop *stats_loop;
 static ev_io stats_accept_io;
+static ev_timer stats_resume_timer; /* accept again after EMFILE */
 static int stats_fd = -1;
 static struct stats_conn *stats_conns;
 static unsigned stats_nconns;
@@ -435,16 +436,37 @@ static void stats_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	stats_conn_close(container_of(w, struct stats_conn, timer));
 }
 
+static void stats_resume_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)w;
+	(void)revents;
+	if (stats_fd != -1)
+		ev_io_start(loop, &stats_accept_io);
+}
+
 static void stats_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
 	int fd;
 
 	(void)w;
 	(void)revents;
-	while ((fd = accept4(stats_fd, NULL, NULL,
-			     SOCK_NONBLOCK | SOCK_CLOEXEC)) != -1) {
+	for (;;) {
 		struct stats_conn *c;
 
+		fd = accept4(stats_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd == -1) {
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			if (errno != EAGAIN) {
+				/* EMFILE and friends: the scrape waits in the
+				 * backlog; a watcher left armed would spin. */
+				ev_io_stop(loop, &stats_accept_io);
+				ev_timer_stop(loop, &stats_resume_timer);
+				ev_timer_set(&stats_resume_timer, 0.25, 0);
+				ev_timer_start(loop, &stats_resume_timer);
+			}
+			return;
+		}
 		/* A scrape is tiny; more than a few at once is abuse. */
 		if (stats_nconns >= STATS_CONN_MAX ||
 		    (c = calloc(1, sizeof(*c))) == NULL) {
@@ -485,6 +507,7 @@ int stats_listen(struct ev_loop *loop, const union sockname *addr)
 	stats_loop = loop;
 	ev_io_init(&stats_accept_io, stats_accept_cb, fd, EV_READ);
 	ev_io_start(loop, &stats_accept_io);
+	ev_timer_init(&stats_resume_timer, stats_resume_cb, 0.25, 0);
 	return 0;
 }
 
@@ -494,6 +517,7 @@ void stats_close(void)
 		stats_conn_close(stats_conns);
 	if (stats_fd != -1) {
 		ev_io_stop(stats_loop, &stats_accept_io);
+		ev_timer_stop(stats_loop, &stats_resume_timer);
 		close(stats_fd);
 		stats_fd = -1;
 	}
