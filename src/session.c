@@ -1,21 +1,28 @@
 /* session: one client connection. States:
  *
- *   CONNECT  trying backends in order, one attempt at a time, each
- *            bounded by connect_timeout
- *   RELAY    two flows (up: client -> backend, down: backend -> client);
- *            while the SMTP phase lasts both flows copy through user
- *            space with an observer (greeting, first command); then they
- *            splice
- *   REPLY    sending the proxy's own reply (554/421), then shutdown(WR)
- *   LINGER   reply sent: reading the client to EOF so that closing does
- *            not reset the connection under the reply
+ *   ACCEPTED   just taken from the listener (admitted or not)
+ *   HANDSHAKE  TLS with the client: tls = implicit before anything else,
+ *              tls = starttls after the client's STARTTLS
+ *   CONNECT    trying backends in order (healthy ones first), one attempt
+ *              at a time, each bounded by connect_timeout
+ *   XCLIENT    client_identity = xclient: EHLO + XCLIENT to the backend
+ *              before the client hears anything
+ *   STARTTLS   tls = starttls: the plaintext dialogue, one command at a
+ *              time, through the starttls state machine
+ *   RELAY      two flows (up: client -> backend, down: backend -> client);
+ *              while the SMTP phase lasts both flows copy through user
+ *              space with an observer (greeting, first command); then
+ *              they splice (plaintext both sides) or copy (TLS)
+ *   REPLY      sending the proxy's own reply (554/421), then shutdown(WR)
+ *   LINGER     reply sent: reading the client to EOF so that closing does
+ *              not reset the connection under the reply
  *
  * Every path ends in sess_close(), which logs the one summary line. */
 #include "session.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <ev.h>
+#include <stdarg.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -70,6 +77,7 @@ static const char sess_reply_unavailable[] =
 	"421 4.4.1 Mail server temporarily unavailable, try again later\r\n";
 
 enum sess_state {
+	SESS_ACCEPTED, /* just taken from the listener */
 	SESS_HANDSHAKE, /* TLS handshake with the client */
 	SESS_CONNECT,
 	SESS_XCLIENT, /* telling the backend who the client is */
@@ -134,6 +142,43 @@ struct sess {
 	const char *first_close; /* "client closed" / "backend closed" */
 	char why[200]; /* last failure */
 };
+
+static const char *sess_state_str(enum sess_state st)
+{
+	switch (st) {
+	case SESS_ACCEPTED:
+		return "accepted";
+	case SESS_HANDSHAKE:
+		return "handshake";
+	case SESS_CONNECT:
+		return "connect";
+	case SESS_XCLIENT:
+		return "xclient";
+	case SESS_STARTTLS:
+		return "starttls";
+	case SESS_RELAY:
+		return "relay";
+	case SESS_REPLY:
+		return "reply";
+	case SESS_LINGER:
+		return "linger";
+	}
+	return "?";
+}
+
+/* Every state change passes here, so a debug log shows a session's path. */
+static void sess_set_state(struct sess *s, enum sess_state st)
+{
+	if (s->state != st && log_enabled(LOG_LVL_DEBUG)) {
+		char buf[ADDR_STRLEN];
+
+		log_msg(LOG_LVL_DEBUG, "state", "forward %s client %s: %s -> %s",
+			s->fwd->cfg->name,
+			addr_format(&s->client, buf, sizeof(buf)),
+			sess_state_str(s->state), sess_state_str(st));
+	}
+	s->state = st;
+}
 
 static struct sess *sess_list;
 static unsigned sess_count;
@@ -440,7 +485,7 @@ static void sess_reply(struct sess *s, enum stats_result result,
 		s->down.dst_ssl = s->ssl;
 	free(s->st);
 	s->st = NULL;
-	s->state = SESS_REPLY;
+	sess_set_state(s, SESS_REPLY);
 	s->reply = text;
 	s->reply_result = result;
 	if (pump_queue(&s->down, text, strlen(text)) == -1) {
@@ -607,7 +652,7 @@ static bool sess_backend_vanished(struct sess *s)
 		s->st = NULL;
 		s->connected = false;
 		ev_io_stop(s->loop, &s->cio);
-		s->state = SESS_CONNECT;
+		sess_set_state(s, SESS_CONNECT);
 		sess_attempt_failed(s);
 	} else {
 		backend_connect_failed(s->fwd->backends[s->bi]);
@@ -723,7 +768,7 @@ static void sess_update_reply(struct sess *s)
 	if (w & PUMP_DONE) {
 		/* Reply delivered and FIN sent: read until the client closes
 		 * so our close() does not turn into a reset. */
-		s->state = SESS_LINGER;
+		sess_set_state(s, SESS_LINGER);
 		ev_io_stop(s->loop, &s->cio);
 		ev_set_cb(&s->cio, sess_linger_cb);
 		sess_watch(s, &s->cio, s->cfd, EV_READ);
@@ -838,7 +883,7 @@ static void sess_starttls_to_relay(struct sess *s)
 	buffer_release(&s->cin);
 	free(s->st);
 	s->st = NULL;
-	s->state = SESS_RELAY;
+	sess_set_state(s, SESS_RELAY);
 	s->up_want = s->down_want = PUMP_SRC_READ;
 	sess_update(s, true, true);
 }
@@ -1035,7 +1080,7 @@ static void sess_tls_ready(struct sess *s)
 	s->up.src_ssl = s->ssl;
 	s->down.dst_ssl = s->ssl;
 	s->up.splice_ok = s->down.splice_ok = false;
-	s->state = SESS_STARTTLS;
+	sess_set_state(s, SESS_STARTTLS);
 	s->last_active = ev_now(s->loop);
 	sess_arm_timer(s, s->fwd->cfg->idle_timeout);
 	sess_starttls_run(s);
@@ -1072,7 +1117,7 @@ static void sess_tls_begin(struct sess *s)
 		sess_close(s, STATS_TLS_FAILED, s->why);
 		return;
 	}
-	s->state = SESS_HANDSHAKE;
+	sess_set_state(s, SESS_HANDSHAKE);
 	s->deadline = ev_now(s->loop) + limit;
 	sess_arm_timer(s, limit);
 	sess_handshake_step(s);
@@ -1181,7 +1226,7 @@ static void sess_connected(struct sess *s)
 	char hdr[PP_V2_MAX];
 	ssize_t n = 0;
 
-	s->state = SESS_RELAY;
+	sess_set_state(s, SESS_RELAY);
 	s->connected = true;
 	stats_backend_result(s->fwd->stats, backend_name(s->fwd->backends[s->bi]), true);
 	sess_nodelay(s->bfd);
@@ -1217,7 +1262,7 @@ static void sess_connected(struct sess *s)
 			return;
 		}
 		xclient_init(s->xc, sess_hostname(), &s->client, &s->local);
-		s->state = SESS_XCLIENT;
+		sess_set_state(s, SESS_XCLIENT);
 		sess_arm_timer(s, cfg->idle_timeout);
 		/* The client hears nothing until the backend took XCLIENT. */
 		ev_io_stop(s->loop, &s->cio);
@@ -1245,7 +1290,7 @@ static void sess_relay_start(struct sess *s)
 	 * own dialogue, implicit TLS already read the client). */
 	s->hold_up = cfg->reject_early_talkers && s->smtp_on &&
 		     cfg->tls == TLS_OFF;
-	s->state = SESS_RELAY;
+	sess_set_state(s, SESS_RELAY);
 	s->deadline = ev_now(s->loop) + SESS_SMTP_GRACE;
 	sess_arm_timer(s, s->smtp_on && SESS_SMTP_GRACE < cfg->idle_timeout ?
 				  SESS_SMTP_GRACE :
@@ -1271,7 +1316,7 @@ static void sess_relay_start(struct sess *s)
 			return;
 		}
 		starttls_init(s->st, cfg->tls_required);
-		s->state = SESS_STARTTLS;
+		sess_set_state(s, SESS_STARTTLS);
 		if (glen > 0) {
 			long used;
 
@@ -1342,7 +1387,7 @@ static void sess_connect_next(struct sess *s)
 			return;
 		}
 		if (errno == EINPROGRESS) {
-			s->state = SESS_CONNECT;
+			sess_set_state(s, SESS_CONNECT);
 			ev_set_cb(&s->bio, sess_backend_cb);
 			sess_watch(s, &s->bio, fd, EV_WRITE);
 			sess_arm_timer(s, cfg->connect_timeout);
