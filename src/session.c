@@ -1186,6 +1186,7 @@ static void sess_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	case SESS_LINGER:
 		sess_close(s, s->reply_result, s->why);
 		return;
+	case SESS_ACCEPTED: /* never armed there */
 	case SESS_XCLIENT:
 	case SESS_STARTTLS:
 	case SESS_RELAY:
