@@ -21,8 +21,8 @@ static void fstats_init(void)
 	stats_session_open(fstats_fwd[0]);
 	stats_session_close(fstats_fwd[0], STATS_FORWARDED, 100, 2000, true,
 			    false);
-	stats_backend_result(fstats_fwd[0], "127.0.0.1:25", true, 10.0);
-	stats_backend_result(fstats_fwd[1], "mx\"1\\.lan:25", false, 11.0);
+	stats_backend_result(fstats_fwd[0], "127.0.0.1:25", true);
+	stats_backend_result(fstats_fwd[1], "mx\"1\\.lan:25", false);
 	stats_set_current(fstats_fwd, 2);
 }
 

@@ -49,8 +49,8 @@ void stats_backend_result(struct stats_fwd *f, const char *backend, bool ok);
  * Called by the server after start and each reload. */
 void stats_set_current(struct stats_fwd *const *fwd, size_t n);
 
-/* Healthy: the last connect attempt of the forward (to any backend)
- * succeeded, or none was made yet. */
+/* Healthy: no backend of the forward was tried yet, or the latest
+ * result (connect or health check) of at least one of them was good. */
 bool stats_forward_healthy(const struct stats_fwd *f);
 
 /* Serve /metrics and /health on addr. Returns -1 with errno set. */

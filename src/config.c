@@ -926,6 +926,9 @@ static void config_validate(struct config_parse *p)
 	struct config *c = p->cfg;
 
 	config_validate_forwards(p);
+	if (c->group != NULL && c->user == NULL)
+		config_error(p, 1, "group = %s needs user (the group is set when dropping to that user)",
+			     p->name, 1, c->group);
 	/* Only a configuration that would run gets this advice: among
 	 * errors it would be noise. */
 	for (size_t i = 0; p->diag->errors == 0 && i < c->nfwd; i++)

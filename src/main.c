@@ -201,6 +201,8 @@ int main(int argc, char **argv)
 		fputs(diag.text, stderr);
 	}
 	config_diag_free(&diag);
+	if (cfg == NULL && check_relay != NULL)
+		return CHECKRELAY_FAILED; /* "could not run", never "open" */
 	if (cfg == NULL) {
 		if (!test_only)
 			fprintf(stderr, "smtpfwd: not starting: configuration has errors\n");

@@ -51,6 +51,9 @@ struct server {
 	bool draining;
 	unsigned fd_limit;
 	unsigned index; /* worker number; 0 also serves the stats endpoint */
+	bool managed; /* a worker of a master: SIGQUIT, not a second
+		       * SIGTERM, means stop now */
+	ev_signal sigquit;
 };
 
 static void server_gen_free(struct server_gen *g)
@@ -292,6 +295,16 @@ static void server_signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
 			server_reload(srv);
 		return;
 	}
+	if (w->signum == SIGQUIT) {
+		srv->draining = true; /* the master says: now */
+		server_shutdown(srv, SIGQUIT);
+		return;
+	}
+	/* A worker gets SIGTERM twice when the whole process group is
+	 * signalled (systemd, Ctrl-C): once from the kernel, once from the
+	 * master. Only the master decides that a drain is cut short. */
+	if (srv->managed && srv->draining)
+		return;
 	server_shutdown(srv, w->signum);
 }
 
@@ -367,9 +380,10 @@ static int server_drop_privileges(const char *user, const char *group)
 }
 
 /* One worker: the event loop and everything on it. */
-static int server_worker(struct config *cfg, const char *path, unsigned index)
+static int server_worker(struct config *cfg, const char *path, unsigned index,
+			 bool managed)
 {
-	struct server srv = { .index = index };
+	struct server srv = { .index = index, .managed = managed };
 	int status = 0;
 
 	srv.loop = ev_default_loop(EVFLAG_AUTO);
@@ -399,6 +413,10 @@ static int server_worker(struct config *cfg, const char *path, unsigned index)
 	ev_signal_start(srv.loop, &srv.sigterm);
 	ev_signal_start(srv.loop, &srv.sigint);
 	ev_signal_start(srv.loop, &srv.sighup);
+	if (managed) {
+		ev_signal_init(&srv.sigquit, server_signal_cb, SIGQUIT);
+		ev_signal_start(srv.loop, &srv.sigquit);
+	}
 	log_msg(LOG_LVL_INFO, "ready",
 		"smtpfwd %s: %zu forward(s), %zu listener(s), splice %s, worker %u (pid %ld)",
 		SMTPFWD_VERSION, cfg->nfwd, srv.cur.nls,
@@ -441,7 +459,7 @@ static pid_t server_spawn(struct config *cfg, const char *path, unsigned i,
 
 	if (pid == 0) {
 		sigprocmask(SIG_SETMASK, old, NULL);
-		exit(server_worker(config_ref(cfg), path, i));
+		exit(server_worker(config_ref(cfg), path, i, true));
 	}
 	if (pid == -1)
 		log_msg(LOG_LVL_ERROR, "worker", "fork worker %u: %s", i,
@@ -494,11 +512,17 @@ static int server_master(struct config *cfg, const char *path, unsigned n)
 		int wstatus;
 
 		if (sig == SIGTERM || sig == SIGINT) {
-			if (!draining)
+			if (!draining) {
 				log_msg(LOG_LVL_INFO, "shutdown",
 					"%s: draining %u workers", strsignal(sig), n);
+				server_signal_children(c, n, SIGTERM);
+			} else {
+				log_msg(LOG_LVL_WARN, "shutdown",
+					"%s again: stopping the workers now",
+					strsignal(sig));
+				server_signal_children(c, n, SIGQUIT);
+			}
 			draining = true;
-			server_signal_children(c, n, sig);
 		} else if (sig == SIGHUP && !draining) {
 			struct config_diag diag = { 0 };
 			struct config *next = path != NULL ? config_load(path, &diag) : NULL;
@@ -574,6 +598,6 @@ int server_run(struct config *cfg, const char *path)
 		n = cpus > 0 ? (unsigned)cpus : 1;
 	}
 	if (n == 1)
-		return server_worker(cfg, path, 0);
+		return server_worker(cfg, path, 0, false);
 	return server_master(cfg, path, n);
 }

@@ -73,6 +73,8 @@ static const char sess_reply_early[] =
 	"554 5.5.1 Protocol error: you talked before the greeting\r\n";
 static const char sess_reply_identity[] =
 	"421 4.7.0 Cannot pass on your identity to the mail server, try again later\r\n";
+static const char sess_reply_busy[] =
+	"421 4.3.2 System busy, try again later\r\n";
 static const char sess_reply_unavailable[] =
 	"421 4.4.1 Mail server temporarily unavailable, try again later\r\n";
 
@@ -869,13 +871,15 @@ static int sess_events(unsigned want)
 
 static void sess_tls_begin(struct sess *s);
 
-/* The dialogue is over: everything from here is relayed blindly. */
-static void sess_starttls_to_relay(struct sess *s)
+/* The dialogue is over: everything from here is relayed blindly. Client
+ * bytes the dialogue has not examined go on only when it decided so
+ * (carry); otherwise they are dropped, never relayed unexamined. */
+static void sess_starttls_to_relay(struct sess *s, bool carry)
 {
 	size_t avail;
 	const char *p = buffer_read_ptr(&s->cin, &avail);
 
-	if (p != NULL && pump_queue(&s->up, p, avail) == -1) {
+	if (carry && p != NULL && pump_queue(&s->up, p, avail) == -1) {
 		sess_set_why(s, "STARTTLS dialogue: client input too large");
 		sess_close(s, STATS_ERROR, s->why);
 		return;
@@ -918,6 +922,13 @@ static bool sess_starttls_client_in(struct sess *s, unsigned *cw,
 			sess_observe_up(&s->up, p, (size_t)r);
 		buffer_produce(&s->cin, (size_t)r);
 		*progress = true;
+		if (st->phase == STARTTLS_GREETING &&
+		    s->fwd->cfg->reject_early_talkers) {
+			s->early_talker = true;
+			sess_set_why(s, "client talked before the greeting");
+			sess_reply(s, STATS_DENIED, sess_reply_early);
+			return false;
+		}
 	} else if (r == -1 && (w & PUMP_FAILED)) {
 		sess_flow_failed(s, &s->up);
 		sess_close(s, STATS_ERROR, s->why);
@@ -1024,8 +1035,23 @@ static void sess_starttls_run(struct sess *s)
 		sess_tls_begin(s);
 		return;
 	}
-	if (st->phase == STARTTLS_RELAY || s->up.eof || s->down.eof) {
-		sess_starttls_to_relay(s);
+	if (st->phase == STARTTLS_RELAY) {
+		sess_starttls_to_relay(s, true);
+		return;
+	}
+	/* The backend is gone: nothing more to examine or to say. */
+	if (s->down.eof) {
+		sess_starttls_to_relay(s, false);
+		return;
+	}
+	/* The client is done sending: keep stepping through what it sent,
+	 * one command per reply, and pass its EOF on only after the last
+	 * one (a half-close must not smuggle commands past the dialogue). */
+	if (s->up.eof && buffer_empty(&s->cin) &&
+	    st->phase != STARTTLS_HANDSHAKE && !st->have_held && st->blen == 0) {
+		/* Nothing unexamined is left; the EOF itself cannot smuggle
+		 * anything, and a backend may answer only once it sees it. */
+		sess_starttls_to_relay(s, false);
 		return;
 	}
 	sess_watch(s, &s->cio, s->cfd, sess_events(cw));
@@ -1378,8 +1404,12 @@ static void sess_connect_next(struct sess *s)
 		fd = socket(s->baddr.sa.sa_family,
 			    SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 		if (fd == -1) {
-			sess_set_why(s, "connect %s: %s", buf, strerror(errno));
-			continue;
+			/* Our own shortage (fds, memory): no backend is to
+			 * blame and no other would fare better. */
+			sess_set_why(s, "cannot open a socket for %s: %s", buf,
+				     strerror(errno));
+			sess_reply(s, STATS_ERROR, sess_reply_busy);
+			return;
 		}
 		s->bfd = fd;
 		sess_sockets++;

@@ -30,6 +30,8 @@ struct stats_backend {
 	char name[STATS_NAME_MAX + 8];
 	uint64_t connect_ok;
 	uint64_t connect_failed;
+	uint64_t last_ok; /* sequence number of the last good connect */
+	uint64_t last_failed; /* ... and of the last failed one */
 };
 
 struct stats_fwd {
@@ -40,8 +42,6 @@ struct stats_fwd {
 	uint64_t spliced;
 	uint64_t copied;
 	int64_t active;
-	uint64_t last_ok; /* sequence number of the last good connect */
-	uint64_t last_failed; /* ... and of the last failed one */
 	unsigned nbackends;
 	struct stats_backend backends[STATS_MAX_BACKENDS];
 };
@@ -162,11 +162,6 @@ void stats_backend_result(struct stats_fwd *f, const char *backend, bool ok)
 
 	if (f == NULL)
 		return;
-	/* "Last" by sequence, not by clock: two results in one loop
-	 * iteration still have an order. */
-	__atomic_store_n(ok ? &f->last_ok : &f->last_failed,
-			 __atomic_add_fetch(&stats_area->seq, 1, __ATOMIC_RELAXED),
-			 __ATOMIC_RELAXED);
 	shared_lock(&stats_area->lock);
 	/* Compared as stored: a name too long for the entry was cut. */
 	for (i = 0; i < f->nbackends; i++)
@@ -183,10 +178,17 @@ void stats_backend_result(struct stats_fwd *f, const char *backend, bool ok)
 				 __ATOMIC_RELEASE);
 	}
 	shared_unlock(&stats_area->lock);
-	if (b != NULL && ok)
+	if (b == NULL)
+		return;
+	if (ok)
 		STATS_ADD(b->connect_ok, 1);
-	else if (b != NULL)
+	else
 		STATS_ADD(b->connect_failed, 1);
+	/* "Last" by sequence, not by clock: two results in one loop
+	 * iteration still have an order. */
+	__atomic_store_n(ok ? &b->last_ok : &b->last_failed,
+			 __atomic_add_fetch(&stats_area->seq, 1, __ATOMIC_RELAXED),
+			 __ATOMIC_RELAXED);
 }
 
 void stats_set_current(struct stats_fwd *const *fwd, size_t n)
@@ -197,13 +199,24 @@ void stats_set_current(struct stats_fwd *const *fwd, size_t n)
 
 bool stats_forward_healthy(const struct stats_fwd *f)
 {
-	uint64_t ok, failed;
+	unsigned i, n;
 
 	if (f == NULL)
 		return true;
-	ok = __atomic_load_n(&f->last_ok, __ATOMIC_RELAXED);
-	failed = __atomic_load_n(&f->last_failed, __ATOMIC_RELAXED);
-	return failed == 0 || ok >= failed;
+	n = __atomic_load_n(&f->nbackends, __ATOMIC_ACQUIRE);
+	if (n == 0)
+		return true; /* nothing tried yet */
+	/* Healthy while some backend's latest result was good. */
+	for (i = 0; i < n; i++) {
+		uint64_t ok = __atomic_load_n(&f->backends[i].last_ok,
+					      __ATOMIC_RELAXED);
+		uint64_t failed = __atomic_load_n(&f->backends[i].last_failed,
+						  __ATOMIC_RELAXED);
+
+		if (ok > failed)
+			return true;
+	}
+	return false;
 }
 
 /* ---- responses ---- */

@@ -243,11 +243,15 @@ int tls_handshake(SSL *ssl, int *want, char *err, size_t errlen)
 		return 1;
 	case SSL_ERROR_SYSCALL:
 		if (ERR_peek_error() == 0) {
-			snprintf(err, errlen, "connection closed during the handshake");
+			snprintf(err, errlen, "the client ended the connection during the handshake");
 			return -1;
 		}
 		/* fall through */
 	default:
+		if (ERR_peek_error() == 0) {
+			snprintf(err, errlen, "the client ended the connection during the handshake");
+			return -1;
+		}
 		tls_error_string(err, errlen);
 		return -1;
 	}

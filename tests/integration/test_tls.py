@@ -1257,3 +1257,54 @@ def test_swaks(smtpfwd, smtp_sink, certs, mode, flag):
     assert s["result"] == "forwarded", s
     assert s["tls"].startswith("TLSv1."), s
     assert s["helo"] == "swaks.example", s
+
+
+# --------------------------------------------------------------------------
+# half-close during the plaintext dialogue
+
+
+def test_tls_required_survives_pipelining_and_half_close(smtpfwd, backend, certs):
+    """A client that pipelines a whole transaction before TLS and then
+    half-closes must not get it past tls_required: every command is still
+    examined one by one; the EOF is passed on only after the last one."""
+    rec = Recorder(ehlo=(b"250-rec.example", b"250-STARTTLS", b"250 PIPELINING"))
+    b = backend(rec)
+    d = tls_forward(smtpfwd, [b.addr], "starttls", certs, tls_required="yes")
+    c = Conn.open(d.port)
+    try:
+        c.send(b"EHLO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n"
+               b"Subject: smuggled\r\n\r\nhello\r\n.\r\nQUIT\r\n")
+        c.raw.shutdown(socket.SHUT_WR)
+        got = c.rest()
+    finally:
+        c.close()
+    assert got.count(b"530 5.7.0 Must issue a STARTTLS command first\r\n") == 3, got
+    assert starttls_count(got.split(b"\r\n", 1)[1]) == 1, got   # the EHLO reply was still rewritten
+    b.wait_results(1)
+    seen = rec.seen()
+    assert not [l for l in seen if l[:4].upper() in (b"MAIL", b"RCPT", b"DATA")], seen
+    assert seen[0] == b"EHLO x" and seen[-1] == b"QUIT", seen
+
+
+def test_reject_early_talkers_in_starttls_dialogue(smtpfwd, backend, certs):
+    """tls = starttls: a client talking before the greeting gets 554 5.5.1."""
+    started = threading.Event()
+
+    def slow(conn):
+        started.wait(IO_TIMEOUT)
+        try:
+            conn.sendall(b"220 slow.example ESMTP\r\n")
+            return conn.recv(100)
+        except OSError:
+            return b""
+    b = backend(slow)
+    d = tls_forward(smtpfwd, [b.addr], "starttls", certs, reject_early_talkers="yes")
+    c = Conn.open(d.port)
+    try:
+        c.send(b"EHLO bot\r\n")
+        assert c.line().startswith(b"554 5.5.1 "), "early talker not refused"
+    finally:
+        started.set()
+        c.close()
+    s = d.session_for(c.raw)
+    assert s["result"] == "denied" and s["early_talker"] == "yes", s

@@ -505,6 +505,15 @@ static void test_health(void **state)
 	stats_backend_result(cur[1], "192.0.2.2:25", true);
 	st_expect_health(200, "st-h-a ok\nst-h-b ok\n");
 
+	/* one dead backend beside a working one: still healthy */
+	stats_backend_result(cur[1], "192.0.2.2:25", true);
+	stats_backend_result(cur[1], "192.0.2.1:25", false);
+	assert_true(stats_forward_healthy(cur[1]));
+	stats_backend_result(cur[1], "192.0.2.2:25", false);
+	assert_false(stats_forward_healthy(cur[1]));
+	stats_backend_result(cur[1], "192.0.2.1:25", true);
+	assert_true(stats_forward_healthy(cur[1]));
+
 	/* a failing forward no longer configured is not looked at */
 	stats_backend_result(other, "192.0.2.9:25", false);
 	assert_false(stats_forward_healthy(other));
