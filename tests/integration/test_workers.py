@@ -133,3 +133,22 @@ def test_crashed_worker_is_restarted(smtpfwd, backend):
         with connect("127.0.0.1", d.port) as c:
             c.sendall(b"x\r\n")
             assert recv_reply(c) == b"x\r\n"
+
+
+def test_group_sigterm_still_drains(smtpfwd, backend):
+    """systemd and Ctrl-C signal the whole process group: every worker
+    gets SIGTERM from the kernel and again from the master. That is one
+    drain, not "stop now"; a second SIGTERM to the master cuts it."""
+    b = backend(echo)
+    d = start_workers(smtpfwd, [b.addr], glob={"shutdown_timeout": 30})
+    with connect("127.0.0.1", d.port) as c:
+        c.sendall(b"before\r\n")
+        assert recv_reply(c) == b"before\r\n"
+        for pid in worker_pids(d) | {d.pid}:
+            os.kill(pid, signal.SIGTERM)
+        wait_for(lambda: not is_listening(d.port), 5, "the listeners to close")
+        c.sendall(b"still here\r\n")
+        assert recv_reply(c) == b"still here\r\n"
+        d.signal(signal.SIGTERM)
+        assert d.wait_exit(timeout=5) == 0
+    assert [s["reason"] for s in d.sessions()] == ["shutdown"]
