@@ -33,7 +33,7 @@ UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 
 .PHONY: all run check check-asan check-unit check-integration deps deps-test \
-	install clean bench fuzz FORCE
+	install clean bench fuzz fuzz-ci FORCE
 
 all: smtpfwd
 
@@ -87,6 +87,17 @@ check: deps deps-test
 # (LeakSanitizer included): a report makes the process fail.
 check-asan:
 	@$(MAKE) --no-print-directory SAN=1 check
+
+# libFuzzer targets (fuzz/README.md); fuzz/run installs clang-14 and
+# libclang-rt-14-dev (the -fsanitize=fuzzer runtime) only when missing.
+FUZZ_SECONDS ?= 60
+
+fuzz:
+	fuzz/run $(FUZZ_SECONDS)
+
+# CI: the committed seeds and regressions, then 20 s per target.
+fuzz-ci:
+	fuzz/run 20
 
 check-unit: $(UNIT_BINS)
 	@for t in $(UNIT_BINS); do $$t || exit 1; done

@@ -22,6 +22,7 @@ struct smtp_reply {
 	char head[4]; /* first four bytes of the current line */
 	bool done; /* the final line (or the scan limit) has passed */
 	bool truncated; /* text was cut */
+	bool cr_dropped; /* a CR did not fit: truncation unless LF follows */
 	bool malformed; /* not "ddd " / "ddd-" lines */
 };
 

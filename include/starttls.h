@@ -37,6 +37,7 @@ struct starttls {
 	bool ehlo; /* the reply being relayed answers EHLO */
 	bool first_line; /* next reply line is the first of its reply */
 	bool have_held; /* held holds a line */
+	bool held_first; /* ... the first line of the reply */
 	bool client_long; /* discarding the rest of an over-long line */
 	unsigned dropped; /* unsolicited backend bytes dropped */
 	size_t clen;

@@ -29,11 +29,16 @@ static void smtp_reply_append(struct smtp_reply *r, const char *p, size_t n)
 {
 	size_t room = SMTP_TEXT_MAX - r->len;
 
+	if (r->cr_dropped && n > 0)
+		r->truncated = true; /* that CR was not the CR of CRLF */
+	r->cr_dropped = false;
 	if (n > room) {
 		/* A CR ending the piece is the CR of CRLF as a rule, which is
 		 * dropped anyway: losing it alone is no truncation. */
 		if (n != room + 1 || p[n - 1] != '\r')
 			r->truncated = true;
+		else
+			r->cr_dropped = true;
 		n = room;
 	}
 	memcpy(r->text + r->len, p, n);
@@ -67,6 +72,8 @@ static void smtp_reply_end_line(struct smtp_reply *r)
 	bool digits, ok;
 	char sep;
 	uint16_t code = 0;
+
+	r->cr_dropped = false; /* it was the CR of CRLF */
 
 	/* The CR of CRLF is the last byte kept. Once text is truncated this
 	 * may drop a stray CR from mid-line instead: harmless for a log. */

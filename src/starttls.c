@@ -273,13 +273,14 @@ static int starttls_ehlo_line(struct starttls *st, const char *line, size_t n,
 		memcpy(st->held, line, n);
 		st->hlen = n;
 		st->have_held = true;
+		st->held_first = first;
 		if (sep == '-')
 			return 0;
 	}
 	/* Final line: add ours before TLS when the EHLO succeeded (in
 	 * place of an empty final "250 ", as some servers send). */
 	if (!st->tls_active && strncmp(st->held, "250", 3) == 0) {
-		if ((!starttls_is_empty(st->held, st->hlen) &&
+		if (((!starttls_is_empty(st->held, st->hlen) || st->held_first) &&
 		     starttls_emit(out, st->held, st->hlen, '-') == -1) ||
 		    starttls_puts(out, "250 STARTTLS\r\n") == -1)
 			return -1;
