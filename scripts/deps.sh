@@ -11,7 +11,7 @@ usage() {
 [ $# -eq 1 ] || usage
 case "$1" in
 build) wanted="gcc make pkg-config libev-dev libssl-dev libinih-dev" ;;
-test) wanted="libcmocka-dev python3 python3-pytest postfix swaks openssl" ;;
+test) wanted="libcmocka-dev python3 python3-pytest postfix swaks openssl valgrind" ;;
 *) usage ;;
 esac
 
