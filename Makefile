@@ -88,6 +88,13 @@ check: deps deps-test
 check-asan:
 	@$(MAKE) --no-print-directory SAN=1 check
 
+# The benchmark against HAProxy, nginx, rinetd and socat (docs/benchmarks.md);
+# it installs the contestants from Debian when missing. BENCH_ARGS=--quick
+# for a short smoke run.
+bench: deps
+	@$(MAKE) --no-print-directory smtpfwd
+	$(PYTHON) bench/run $(BENCH_ARGS)
+
 # libFuzzer targets (fuzz/README.md); fuzz/run installs clang-14 and
 # libclang-rt-14-dev (the -fsanitize=fuzzer runtime) only when missing.
 FUZZ_SECONDS ?= 60
