@@ -355,7 +355,7 @@ static void faddr_ip(const char *text, union sockname *out, bool *ok)
 static void faddr_args(const char *listen, const char *backend)
 {
 	struct config_diag d = { 0 };
-	struct config *c = config_from_args(&listen, 1, &backend, 1, PROXY_V2, &d);
+	struct config *c = config_from_args(&listen, 1, &backend, 1, IDENT_PROXY_V2, &d);
 
 	fuzz_check((c == NULL) == (d.errors > 0), "verdict with %u errors",
 		   d.errors);

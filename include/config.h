@@ -99,10 +99,11 @@ struct config *config_load(const char *path, struct config_diag *diag);
 struct config *config_parse_string(const char *text, const char *name,
 				   struct config_diag *diag);
 
-/* A one-forward configuration from command-line pairs (quick mode). */
+/* A configuration from command-line pairs (quick mode): one forward
+ * per pair, all with identity id (IDENT_UNSET: not given). */
 struct config *config_from_args(const char *const *listen, size_t nlisten,
 				const char *const *backend, size_t nbackend,
-				enum proxy_version pp, struct config_diag *diag);
+				enum client_identity id, struct config_diag *diag);
 
 struct config *config_ref(struct config *cfg);
 /* Drop a reference; the last one frees everything. */

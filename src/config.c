@@ -1068,7 +1068,7 @@ struct config *config_parse_string(const char *text, const char *name,
 
 struct config *config_from_args(const char *const *listen, size_t nlisten,
 				const char *const *backend, size_t nbackend,
-				enum proxy_version pp, struct config_diag *diag)
+				enum client_identity id, struct config_diag *diag)
 {
 	static const char name[] = "command line";
 	struct config_diag tmp = { 0 };
@@ -1095,8 +1095,10 @@ struct config *config_from_args(const char *const *listen, size_t nlisten,
 		for (const char *s = backend[i]; *s; s++)
 			if (iscntrl((unsigned char)*s))
 				goto bad;
-		fprintf(mem, "[forward quick%zu]\nlisten = %s\nbackend = %s\nproxy_protocol = %s\n",
-			i + 1, listen[i], backend[i], config_proxy_str(pp));
+		fprintf(mem, "[forward quick%zu]\nlisten = %s\nbackend = %s\n",
+			i + 1, listen[i], backend[i]);
+		if (id != IDENT_UNSET)
+			fprintf(mem, "client_identity = %s\n", config_identity_str(id));
 	}
 	fclose(mem);
 	c = config_parse_string(text, "command line", &tmp);

@@ -17,7 +17,7 @@ static void main_usage(FILE *out)
 {
 	fprintf(out,
 		"usage: smtpfwd [-t] [-c FILE]\n"
-		"       smtpfwd [-t] -l LISTEN -b BACKEND [-P v1|v2] [-l ... -b ...]\n"
+		"       smtpfwd [-t] -l LISTEN -b BACKEND [-P v1|v2|xclient|none] [-l ... -b ...]\n"
 		"       smtpfwd --check-relay NAME [-c FILE]\n"
 		"       smtpfwd -V | -h\n"
 		"\n"
@@ -25,7 +25,8 @@ static void main_usage(FILE *out)
 		"  -t          check the configuration and exit\n"
 		"  -l LISTEN   quick mode: address to listen on, e.g. 0.0.0.0:25\n"
 		"  -b BACKEND  quick mode: mail server for the -l before it, e.g. 10.0.0.2:2525\n"
-		"  -P v1|v2    quick mode: send a PROXY protocol header to the backends\n"
+		"  -P ID       quick mode: how the backends learn the client's address:\n"
+		"              v1 or v2 (PROXY header), xclient, or none\n"
 		"  -R, --check-relay NAME\n"
 		"              open-relay self-test through forward NAME: exit 0 when\n"
 		"              the backend refuses to relay, 1 when it accepts, 2 when\n"
@@ -36,7 +37,8 @@ static void main_usage(FILE *out)
 		"Runs in the foreground and logs to stderr. SIGTERM/SIGINT: stop\n"
 		"accepting and let sessions finish; SIGHUP: re-read FILE.\n"
 		"Environment: SMTPFWD_LISTEN, SMTPFWD_BACKEND (comma-separated) and\n"
-		"SMTPFWD_PROXY_PROTOCOL (off|v1|v2) define one forward when neither\n"
+		"SMTPFWD_PROXY_PROTOCOL (off|v1|v2) or SMTPFWD_CLIENT_IDENTITY\n"
+		"(none|proxy-v1|proxy-v2|xclient) define one forward when neither\n"
 		"-c nor -l/-b is given. SMTPFWD_NO_SPLICE=1 forces the copy pump.\n",
 		CONFIG_DEFAULT_PATH);
 }
@@ -50,6 +52,7 @@ static struct config *main_env_config(struct config_diag *diag)
 	const char *listen = getenv("SMTPFWD_LISTEN");
 	const char *backend = getenv("SMTPFWD_BACKEND");
 	const char *pp = getenv("SMTPFWD_PROXY_PROTOCOL");
+	const char *id = getenv("SMTPFWD_CLIENT_IDENTITY");
 	char text[4096];
 	int n;
 
@@ -64,14 +67,19 @@ static struct config *main_env_config(struct config_diag *diag)
 	for (const char *v = pp; v != NULL && *v != '\0'; v++)
 		if ((unsigned char)*v < 0x20)
 			pp = "";
+	for (const char *v = id; v != NULL && *v != '\0'; v++)
+		if ((unsigned char)*v < 0x20)
+			id = "";
 	/* Line numbers in messages count in this text: line 2 is listen,
-	 * 3 backend, 4 proxy_protocol. */
+	 * 3 backend, 4 proxy_protocol, 5 client_identity. */
 	n = snprintf(text, sizeof(text),
-		     "[forward env]\n%s%s\n%s%s\nproxy_protocol = %s\n",
+		     "[forward env]\n%s%s\n%s%s\n%s%s\n%s%s\n",
 		     listen != NULL ? "listen = " : "; no SMTPFWD_LISTEN",
 		     listen != NULL ? listen : "",
 		     backend != NULL ? "backend = " : "; no SMTPFWD_BACKEND",
-		     backend != NULL ? backend : "", pp != NULL ? pp : "off");
+		     backend != NULL ? backend : "",
+		     pp != NULL ? "proxy_protocol = " : ";", pp != NULL ? pp : "",
+		     id != NULL ? "client_identity = " : ";", id != NULL ? id : "");
 	if (n < 0 || (size_t)n >= sizeof(text)) {
 		fprintf(stderr, "smtpfwd: SMTPFWD_LISTEN/SMTPFWD_BACKEND too long\n");
 		return NULL;
@@ -109,7 +117,7 @@ int main(int argc, char **argv)
 {
 	const char *path = NULL, *listen[MAIN_MAX_PAIRS], *backend[MAIN_MAX_PAIRS];
 	size_t nlisten = 0, nbackend = 0;
-	enum proxy_version pp = PROXY_OFF;
+	enum client_identity id = IDENT_UNSET;
 	bool test_only = false, pp_set = false;
 	struct config_diag diag = { 0 };
 	struct config *cfg;
@@ -147,11 +155,15 @@ int main(int argc, char **argv)
 			break;
 		case 'P':
 			if (strcmp(optarg, "v1") == 0) {
-				pp = PROXY_V1;
+				id = IDENT_PROXY_V1;
 			} else if (strcmp(optarg, "v2") == 0) {
-				pp = PROXY_V2;
+				id = IDENT_PROXY_V2;
+			} else if (strcmp(optarg, "xclient") == 0) {
+				id = IDENT_XCLIENT;
+			} else if (strcmp(optarg, "none") == 0) {
+				id = IDENT_NONE;
 			} else {
-				fprintf(stderr, "smtpfwd: -P takes v1 or v2, not \"%s\"\n",
+				fprintf(stderr, "smtpfwd: -P takes v1, v2, xclient or none, not \"%s\"\n",
 					optarg);
 				return 2;
 			}
@@ -183,7 +195,7 @@ int main(int argc, char **argv)
 	}
 
 	if (nlisten > 0 || nbackend > 0) {
-		cfg = config_from_args(listen, nlisten, backend, nbackend, pp, &diag);
+		cfg = config_from_args(listen, nlisten, backend, nbackend, id, &diag);
 	} else if (path == NULL &&
 		   (getenv("SMTPFWD_LISTEN") != NULL || getenv("SMTPFWD_BACKEND") != NULL)) {
 		cfg = main_env_config(&diag);

@@ -44,3 +44,26 @@ def test_environment_errors_name_the_variable_line():
     r = subprocess.run([BIN, "-t"], env=env, capture_output=True, text=True, timeout=10)
     assert r.returncode == 1
     assert "environment:2: listen 127.0.0.1:99999: bad port" in r.stderr, r.stderr
+
+
+def test_quick_mode_identity_choices():
+    """-P v1|v2|xclient|none; without -P the identity advice is printed."""
+    base = [BIN, "-t", "-l", f"127.0.0.1:{free_port()}", "-b", "127.0.0.1:2525"]
+    r = subprocess.run(base, capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0 and "client_identity" in r.stderr, r.stderr
+    for choice in ("v1", "v2", "xclient", "none"):
+        r = subprocess.run(base + ["-P", choice], capture_output=True, text=True, timeout=10)
+        assert r.returncode == 0 and r.stderr == "", (choice, r.stderr)
+    r = subprocess.run(base + ["-P", "v3"], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 2 and "-P takes" in r.stderr
+
+
+def test_environment_client_identity():
+    env = base_env() | {"SMTPFWD_LISTEN": f"127.0.0.1:{free_port()}",
+                        "SMTPFWD_BACKEND": "127.0.0.1:25",
+                        "SMTPFWD_CLIENT_IDENTITY": "none"}
+    r = subprocess.run([BIN, "-t"], env=env, capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    env["SMTPFWD_PROXY_PROTOCOL"] = "v2"
+    r = subprocess.run([BIN, "-t"], env=env, capture_output=True, text=True, timeout=10)
+    assert r.returncode == 1 and "environment:4: [forward env]: proxy_protocol = v2 contradicts" in r.stderr, r.stderr

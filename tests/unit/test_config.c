@@ -1175,7 +1175,7 @@ static void test_from_args(void **state)
 	struct config *c;
 
 	(void)state;
-	c = config_from_args(l1, 1, b1, 1, PROXY_V2, &d);
+	c = config_from_args(l1, 1, b1, 1, IDENT_PROXY_V2, &d);
 	assert_non_null(c);
 	assert_int_equal(d.errors, 0);
 	assert_int_equal(c->nfwd, 1);
@@ -1189,7 +1189,7 @@ static void test_from_args(void **state)
 	assert_int_equal(c->fwd[0].tls, TLS_OFF);
 	config_unref(c);
 
-	c = config_from_args(l2, 2, b2, 2, PROXY_OFF, &d);
+	c = config_from_args(l2, 2, b2, 2, IDENT_UNSET, &d);
 	assert_non_null(c);
 	assert_int_equal(c->nfwd, 2);
 	assert_string_equal(c->fwd[1].listen[0].text, "[::]:587");
@@ -1202,12 +1202,12 @@ static void test_from_args(void **state)
 	assert_null(d.text);
 
 	/* Unpaired. */
-	assert_null(config_from_args(l2, 2, b1, 1, PROXY_OFF, &d));
+	assert_null(config_from_args(l2, 2, b1, 1, IDENT_UNSET, &d));
 	assert_string_equal(d.text,
 			    "command line: give -l LISTEN and -b BACKEND in pairs\n");
 	assert_int_equal(d.errors, 1);
 	config_diag_free(&d);
-	assert_null(config_from_args(l1, 0, b1, 0, PROXY_OFF, &d));
+	assert_null(config_from_args(l1, 0, b1, 0, IDENT_UNSET, &d));
 	assert_int_equal(d.errors, 1);
 	config_diag_free(&d);
 }
@@ -1226,7 +1226,7 @@ static void test_from_args_errors(void **state)
 	(void)state;
 	/* The same checks as a file; the messages say where they came
 	 * from, without line numbers of a file the user never wrote. */
-	assert_null(config_from_args(lbad, 1, b, 1, PROXY_OFF, &d));
+	assert_null(config_from_args(lbad, 1, b, 1, IDENT_UNSET, &d));
 	assert_string_equal(d.text,
 			    "command line: listen mail.lan:25: bad IPv4 address (host names are allowed only for backends)\n"
 			    "command line: [forward quick1]: no listen address\n");
@@ -1234,18 +1234,18 @@ static void test_from_args_errors(void **state)
 	assert_int_equal(d.warnings, 0);
 	config_diag_free(&d);
 
-	assert_null(config_from_args(ld, 2, bd, 2, PROXY_OFF, &d));
+	assert_null(config_from_args(ld, 2, bd, 2, IDENT_UNSET, &d));
 	assert_string_equal(d.text,
 			    "command line: duplicate listen address 0.0.0.0:25 (also at line 3)\n");
 	assert_int_equal(d.errors, 1);
 	config_diag_free(&d);
 
 	/* No way to smuggle INI syntax in. */
-	assert_null(config_from_args(nl, 1, b, 1, PROXY_OFF, &d));
+	assert_null(config_from_args(nl, 1, b, 1, IDENT_UNSET, &d));
 	assert_string_equal(d.text,
 			    "command line: control characters in an address\n");
 	config_diag_free(&d);
-	c = config_from_args(l, 1, inj, 1, PROXY_V1, &d);
+	c = config_from_args(l, 1, inj, 1, IDENT_PROXY_V1, &d);
 	/* " ; x" is an inline comment to inih: the address alone is used. */
 	assert_non_null(c);
 	assert_string_equal(c->fwd[0].backend[0].text, "10.0.0.1:25");
