@@ -142,7 +142,7 @@ struct sess {
 	const char *reply; /* our own reply, if any */
 	enum stats_result reply_result; /* logged once the reply is out */
 	const char *first_close; /* "client closed" / "backend closed" */
-	char why[200]; /* last failure */
+	char *why; /* last failure (malloc'ed: most sessions never fail) */
 };
 
 static const char *sess_state_str(enum sess_state st)
@@ -336,7 +336,9 @@ static void sess_set_why(struct sess *s, const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(s->why, sizeof(s->why), fmt, ap);
+	free(s->why);
+	if (vasprintf(&s->why, fmt, ap) == -1)
+		s->why = NULL;
 	va_end(ap);
 }
 
@@ -366,7 +368,7 @@ static void sess_log(struct sess *s, enum stats_result result,
 	log_str(&l, "backend",
 		s->connected ? addr_format(&s->baddr, buf, sizeof(buf)) : "-");
 	log_str(&l, "result", stats_result_str(result));
-	log_str(&l, "reason", reason);
+	log_str(&l, "reason", reason != NULL ? reason : "-");
 	if (s->reply != NULL)
 		log_strn(&l, "reply", s->reply, strlen(s->reply) - 2);
 	sess_smtp_end(s); /* if closed during the SMTP phase */
@@ -438,6 +440,7 @@ static void sess_close(struct sess *s, enum stats_result result,
 	free(s->greeting);
 	free(s->helo);
 	free(s->backend_error);
+	free(s->why);
 	free(s);
 	if (sess_total_shared != NULL)
 		__atomic_sub_fetch(sess_total_shared, 1, __ATOMIC_RELAXED);
