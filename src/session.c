@@ -45,6 +45,7 @@
 #include "tls.h"
 #include "xclient.h"
 
+#include <openssl/err.h>
 #include <openssl/ssl.h>
 
 /* The SMTP phase ends this long after the relay started even if the
@@ -672,8 +673,26 @@ static bool sess_backend_vanished(struct sess *s)
 static bool sess_early_check(struct sess *s)
 {
 	char c;
-	ssize_t r = recv(s->cfd, &c, 1, MSG_PEEK);
+	ssize_t r;
 
+	if (s->ssl != NULL) {
+		/* Implicit TLS: what counts is application data. */
+		int rc;
+
+		ERR_clear_error();
+		rc = SSL_peek(s->ssl, &c, 1);
+		if (rc > 0) {
+			r = 1;
+		} else {
+			int e = SSL_get_error(s->ssl, rc);
+
+			r = (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) ? -1 : 0;
+			errno = r == -1 ? EAGAIN : 0;
+			ERR_clear_error();
+		}
+	} else {
+		r = recv(s->cfd, &c, 1, MSG_PEEK);
+	}
 	if (r == 1) {
 		s->early_talker = true;
 		sess_set_why(s, "client talked before the greeting");
@@ -1316,10 +1335,10 @@ static void sess_relay_start(struct sess *s)
 		s->up.observe = sess_observe_up;
 		s->down.observe = sess_observe_down;
 	}
-	/* Only the plain relay can hold the client back (STARTTLS has its
-	 * own dialogue, implicit TLS already read the client). */
+	/* The relay holds the client back (plaintext, or implicit TLS once
+	 * the handshake is done); STARTTLS checks in its own dialogue. */
 	s->hold_up = cfg->reject_early_talkers && s->smtp_on &&
-		     cfg->tls == TLS_OFF;
+		     cfg->tls != TLS_STARTTLS;
 	sess_set_state(s, SESS_RELAY);
 	s->deadline = ev_now(s->loop) + SESS_SMTP_GRACE;
 	sess_arm_timer(s, s->smtp_on && SESS_SMTP_GRACE < cfg->idle_timeout ?

@@ -1308,3 +1308,38 @@ def test_reject_early_talkers_in_starttls_dialogue(smtpfwd, backend, certs):
         c.close()
     s = d.session_for(c.raw)
     assert s["result"] == "denied" and s["early_talker"] == "yes", s
+
+
+def test_reject_early_talkers_implicit_tls(smtpfwd, backend, certs):
+    """tls = implicit: application data before the greeting is early."""
+    started = threading.Event()
+
+    def slow(conn):
+        started.wait(IO_TIMEOUT)
+        try:
+            conn.sendall(b"220 slow.example ESMTP\r\n")
+            return conn.recv(100)
+        except OSError:
+            return b""
+    b = backend(slow)
+    d = tls_forward(smtpfwd, [b.addr], "implicit", certs, reject_early_talkers="yes")
+    c = Conn.open(d.port)
+    try:
+        bio = BioTLS(c.raw, client_ctx())
+        bio.handshake(first=b"EHLO bot\r\n")
+        c.sock = bio
+        assert c.line().startswith(b"554 5.5.1 "), "early talker not refused"
+    finally:
+        started.set()
+        c.close()
+    s = d.session_for(c.raw)
+    assert s["result"] == "denied" and s["early_talker"] == "yes", s
+
+
+def test_patient_client_implicit_tls_with_reject_early_talkers(smtpfwd, smtp_sink, certs):
+    sink = smtp_sink()
+    d = tls_forward(smtpfwd, [sink.addr], "implicit", certs, reject_early_talkers="yes")
+    ctx = client_ctx()
+    s = smtplib.SMTP_SSL("127.0.0.1", d.port, timeout=IO_TIMEOUT, context=ctx)
+    assert s.ehlo()[0] == 250
+    s.quit()
