@@ -33,7 +33,7 @@ UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 
 .PHONY: all run check check-asan check-unit check-integration deps deps-test \
-	install clean bench fuzz fuzz-ci FORCE
+	install clean bench bench-tls fuzz fuzz-ci FORCE
 
 all: smtpfwd
 
@@ -94,6 +94,11 @@ check-asan:
 bench: deps
 	@$(MAKE) --no-print-directory smtpfwd
 	$(PYTHON) bench/run $(BENCH_ARGS)
+
+# TLS termination next to HAProxy's ssl crt: handshakes/s and throughput.
+bench-tls: deps
+	@$(MAKE) --no-print-directory smtpfwd
+	$(PYTHON) bench/tls $(BENCH_ARGS)
 
 # libFuzzer targets (fuzz/README.md); fuzz/run installs clang-14 and
 # libclang-rt-14-dev (the -fsanitize=fuzzer runtime) only when missing.
