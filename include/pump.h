@@ -38,6 +38,7 @@ struct flow {
 	bool eof; /* src reached end of stream */
 	bool shut; /* shutdown(dst, SHUT_WR) done */
 	bool splice_ok; /* the session allows splice on this flow */
+	bool bulk; /* a large read was seen: splice from now on */
 	bool spliced; /* splice moved bytes at least once */
 	bool copied; /* the copy path moved bytes at least once */
 };

@@ -22,6 +22,8 @@
  * (libev's level-triggered watchers bring us back at once). */
 #define PUMP_ROUND_BYTES (512 * 1024)
 #define PUMP_SPLICE_CHUNK (1024 * 1024)
+/* A copy read this large means more is waiting: switch to splice. */
+#define PUMP_BULK_READ (BUFFER_SIZE / 2)
 
 static bool pump_no_splice;
 
@@ -333,8 +335,11 @@ unsigned pump_run(struct flow *f)
 			return PUMP_SRC_READ;
 
 		r = -2;
-		if (f->splice_ok && f->observe == NULL && !pump_no_splice &&
-		    f->src_ssl == NULL && f->dst_ssl == NULL) {
+		/* Small exchanges (SMTP commands and replies) copy: for a few
+		 * bytes a pipe costs more than it saves. A read that fills
+		 * the buffer says bulk is flowing; from then on, splice. */
+		if (f->bulk && f->splice_ok && f->observe == NULL &&
+		    !pump_no_splice && f->src_ssl == NULL && f->dst_ssl == NULL) {
 			r = pump_splice_in(f, &w);
 			if (r > 0) {
 				f->in_pipe += (uint32_t)r;
@@ -345,6 +350,8 @@ unsigned pump_run(struct flow *f)
 			r = pump_copy_in(f, &w);
 			if (r > 0)
 				f->copied = true;
+			if (r >= PUMP_BULK_READ)
+				f->bulk = true;
 		}
 		if (r == -1)
 			return w;
