@@ -22,6 +22,8 @@
  * (libev's level-triggered watchers bring us back at once). */
 #define PUMP_ROUND_BYTES (512 * 1024)
 #define PUMP_SPLICE_CHUNK (1024 * 1024)
+/* What a pipe holds unless F_SETPIPE_SZ said otherwise (16 pages). */
+#define PUMP_PIPE_DEFAULT 65536
 /* A copy read this large means more is waiting: switch to splice. */
 #define PUMP_BULK_READ (BUFFER_SIZE / 2)
 
@@ -269,12 +271,13 @@ static ssize_t pump_splice_in(struct flow *f, unsigned *w)
 }
 
 /* Returns >0 bytes read into the buffer, 0 on EOF, -1 with wants in *w. */
-static ssize_t pump_copy_in(struct flow *f, unsigned *w)
+static ssize_t pump_copy_in(struct flow *f, unsigned *w, size_t *asked)
 {
 	size_t space;
 	char *p = buffer_write_ptr(&f->buf, &space);
 	ssize_t r;
 
+	*asked = space;
 	if (p == NULL) {
 		*w = pump_fail(f, ENOMEM, PUMP_ERR_READ);
 		return -1;
@@ -315,10 +318,13 @@ unsigned pump_run(struct flow *f)
 {
 	size_t moved = 0;
 
+	bool drained = false; /* the last read found the socket empty */
+
 	if (f->err != 0)
 		return PUMP_FAILED;
 	for (;;) {
 		unsigned w = pump_flush_buffer(f);
+		size_t asked = 0;
 		ssize_t r;
 
 		if (w == 0)
@@ -333,6 +339,11 @@ unsigned pump_run(struct flow *f)
 		 * those to the end rather than yield. */
 		if (moved >= PUMP_ROUND_BYTES && f->src_ssl == NULL)
 			return PUMP_SRC_READ;
+		/* A short read already said the socket is empty: asking again
+		 * would only fetch EAGAIN. Level-triggered polling brings us
+		 * back if more arrived meanwhile (or the EOF). */
+		if (drained)
+			return PUMP_SRC_READ;
 
 		r = -2;
 		/* Small exchanges (SMTP commands and replies) copy: for a few
@@ -345,9 +356,14 @@ unsigned pump_run(struct flow *f)
 				f->in_pipe += (uint32_t)r;
 				f->spliced = true;
 			}
+			/* The pipe was empty: less than it holds means less
+			 * was there. */
+			asked = pipepool_pipe_size() > 0 ?
+					(size_t)pipepool_pipe_size() :
+					PUMP_PIPE_DEFAULT;
 		}
 		if (r == -2) {
-			r = pump_copy_in(f, &w);
+			r = pump_copy_in(f, &w, &asked);
 			if (r > 0)
 				f->copied = true;
 			if (r >= PUMP_BULK_READ)
@@ -357,6 +373,9 @@ unsigned pump_run(struct flow *f)
 			return w;
 		if (r == 0)
 			f->eof = true;
+		/* TLS reads stop at a record: only plain sockets tell. */
+		if (r > 0 && (size_t)r < asked && f->src_ssl == NULL)
+			drained = true;
 		f->bytes += (uint64_t)r;
 		moved += (size_t)r;
 	}
