@@ -1263,6 +1263,19 @@ def test_swaks(smtpfwd, smtp_sink, certs, mode, flag):
 # half-close during the plaintext dialogue
 
 
+def held_greeter(started):
+    """A backend that greets only once `started` is set, so a client can
+    be made to talk first without any timing."""
+    def handler(conn):
+        started.wait(IO_TIMEOUT)
+        try:
+            conn.sendall(b"220 slow.example ESMTP\r\n")
+            return conn.recv(100)
+        except OSError:
+            return b""
+    return handler
+
+
 def test_tls_required_survives_pipelining_and_half_close(smtpfwd, backend, certs):
     """A client that pipelines a whole transaction before TLS and then
     half-closes must not get it past tls_required: every command is still
@@ -1289,15 +1302,7 @@ def test_tls_required_survives_pipelining_and_half_close(smtpfwd, backend, certs
 def test_reject_early_talkers_in_starttls_dialogue(smtpfwd, backend, certs):
     """tls = starttls: a client talking before the greeting gets 554 5.5.1."""
     started = threading.Event()
-
-    def slow(conn):
-        started.wait(IO_TIMEOUT)
-        try:
-            conn.sendall(b"220 slow.example ESMTP\r\n")
-            return conn.recv(100)
-        except OSError:
-            return b""
-    b = backend(slow)
+    b = backend(held_greeter(started))
     d = tls_forward(smtpfwd, [b.addr], "starttls", certs, reject_early_talkers="yes")
     c = Conn.open(d.port)
     try:
@@ -1313,15 +1318,7 @@ def test_reject_early_talkers_in_starttls_dialogue(smtpfwd, backend, certs):
 def test_reject_early_talkers_implicit_tls(smtpfwd, backend, certs):
     """tls = implicit: application data before the greeting is early."""
     started = threading.Event()
-
-    def slow(conn):
-        started.wait(IO_TIMEOUT)
-        try:
-            conn.sendall(b"220 slow.example ESMTP\r\n")
-            return conn.recv(100)
-        except OSError:
-            return b""
-    b = backend(slow)
+    b = backend(held_greeter(started))
     d = tls_forward(smtpfwd, [b.addr], "implicit", certs, reject_early_talkers="yes")
     c = Conn.open(d.port)
     try:
