@@ -1,9 +1,10 @@
-/* pump: moves bytes one way, from flow->src to flow->dst. With splice
- * allowed and nothing buffered in user space it goes socket -> pipe ->
- * socket (the pipe comes from the pool only while bytes are in flight);
- * otherwise, or when no pipe can be had, it copies through a lazily
- * allocated buffer. One function serves both directions; the session
- * owns the watchers and turns the returned wants into events. */
+/* pump: moves bytes one way, from flow->src to flow->dst. Small
+ * exchanges copy through a lazily allocated buffer; once a read fills
+ * half of it (bulk), and with splice allowed and nothing buffered in
+ * user space, it goes socket -> pipe -> socket (the pipe comes from the
+ * pool only while bytes are in flight). With no pipe to be had it keeps
+ * copying. One function serves both directions; the session owns the
+ * watchers and turns the returned wants into events. */
 #ifndef SMTPFWD_PUMP_H
 #define SMTPFWD_PUMP_H
 

@@ -317,7 +317,6 @@ unsigned pump_flush(struct flow *f)
 unsigned pump_run(struct flow *f)
 {
 	size_t moved = 0;
-
 	bool drained = false; /* the last read found the socket empty */
 
 	if (f->err != 0)
